@@ -1,0 +1,436 @@
+"""Audio I/O: decode audio and video files, write stems atomically, mono mix-down, resampling.
+
+Arrays are float32 ``(channels, samples)`` in [-1, 1]. soundfile (libsndfile) reads what it
+can (wav, flac, ogg, mp3, aiff, ...); PyAV (FFmpeg) reads the audio track of video files and
+containers (mp4, mov, mkv, webm, m4a, aac, opus, ...) and anything soundfile refuses. Problems
+caused by the user's files raise :class:`~cusep.errors.CusepError` with one line naming the
+file, the problem and the fix.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal, TypeVar
+
+import numpy as np
+import soundfile as sf
+import torch
+import torchaudio.functional as AF
+
+from cusep.errors import CusepError
+
+if TYPE_CHECKING:
+    import av
+
+__all__ = [
+    "AUDIO_EXTENSIONS",
+    "FORMAT_EXTENSIONS",
+    "AudioInfo",
+    "info",
+    "read_audio",
+    "resample",
+    "to_mono",
+    "write_audio",
+]
+
+log = logging.getLogger(__name__)
+
+# Suffixes libsndfile decodes; tried with soundfile first (PyAV is the fallback).
+SOUNDFILE_EXTENSIONS: frozenset[str] = frozenset(
+    {".wav", ".wave", ".flac", ".ogg", ".oga", ".mp3", ".aiff", ".aif", ".aifc", ".w64",
+     ".rf64", ".caf", ".au"}
+)
+#: Suffixes treated as audio or video inputs when scanning folders.
+AUDIO_EXTENSIONS: frozenset[str] = SOUNDFILE_EXTENSIONS | frozenset(
+    {".opus", ".m4a", ".aac", ".mka", ".wma", ".mp4", ".m4v", ".mov", ".mkv", ".webm",
+     ".avi", ".mpg", ".mpeg", ".ts", ".mts", ".3gp"}
+)
+
+#: Output format -> file extension (without the dot). "wav" is an alias of "wav16".
+FORMAT_EXTENSIONS: dict[str, str] = {
+    "wav16": "wav",
+    "wav24": "wav",
+    "float32": "wav",
+    "flac": "flac",
+    "flac24": "flac",
+    "wav": "wav",
+}
+# fmt -> (libsndfile container, subtype, integer bits or None for float).
+_FORMATS: dict[str, tuple[str, str, int | None]] = {
+    "wav16": ("WAV", "PCM_16", 16),
+    "wav24": ("WAV", "PCM_24", 24),
+    "float32": ("WAV", "FLOAT", None),
+    "flac": ("FLAC", "PCM_16", 16),
+    "flac24": ("FLAC", "PCM_24", 24),
+}
+_ALIASES = {"wav": "wav16"}
+_FLAC_MAX_CHANNELS = 8
+
+# FFmpeg demuxers of raw elementary streams: their stated duration is a bitrate estimate.
+_RAW_DEMUXERS = frozenset({"aac", "mp3", "ac3", "eac3", "dts", "truehd", "loas"})
+# FFmpeg demuxers that open almost anything (text or bytes as ANSI / binary art), never sound.
+_NON_MEDIA_DEMUXERS = frozenset({"tty", "bin", "xbin", "adf", "idf"})
+
+# Resampling: Kaiser-windowed sinc with the "kaiser_best" parameters of resampy/librosa.
+_LOWPASS_WIDTH = 64
+_ROLLOFF = 0.9475937167399596
+_BETA = 14.769656459379492
+_MAX_KERNEL = 4_000_000  # above this many filter taps (coprime rates) resample via FFT
+
+ArrayOrTensor = TypeVar("ArrayOrTensor", np.ndarray, torch.Tensor)
+
+
+@dataclass(frozen=True)
+class AudioInfo:
+    """What a file holds, read from its header (PyAV files without a stated stream duration:
+    the container's estimate, which can differ from :func:`read_audio` by a codec frame)."""
+
+    path: Path
+    sample_rate: int
+    channels: int
+    frames: int  # samples per channel
+    duration: float  # seconds
+
+
+# ----------------------------------------------------------------------------- reading
+
+
+def _check_input(path: str | Path) -> Path:
+    path = Path(path)
+    if not path.exists():
+        raise CusepError(f"{path}: file not found; check the path")
+    if path.is_dir():
+        raise CusepError(f"{path}: is a folder, not an audio file; give a file inside it")
+    try:
+        size = path.stat().st_size
+    except OSError as e:
+        raise CusepError(f"{path}: cannot be read ({e.strerror}); check its permissions") from e
+    if size == 0:
+        raise CusepError(f"{path}: is empty (0 bytes); give a non-empty audio or video file")
+    return path
+
+
+def _undecodable(path: Path, reason: str) -> CusepError:
+    return CusepError(
+        f"{path}: cannot be decoded as audio ({reason}); "
+        "check that it is an intact audio or video file"
+    )
+
+
+def _open_av(path: Path) -> av.container.InputContainer:
+    import av  # PyAV is only needed for containers: imported on first use
+
+    try:
+        return av.open(str(path), metadata_errors="ignore")
+    except PermissionError as e:
+        raise CusepError(f"{path}: cannot be read ({e.strerror}); check its permissions") from e
+    except (av.FFmpegError, OSError, ValueError, UnicodeDecodeError) as e:
+        raise _undecodable(path, "unknown or corrupt format") from e
+
+
+def _audio_stream(container: av.container.InputContainer, path: Path) -> av.AudioStream:
+    if container.streams.audio:
+        return container.streams.audio[0]
+    if container.format.name in _NON_MEDIA_DEMUXERS or not container.streams.video:
+        raise CusepError(
+            f"{path}: is not an audio or video file; give a file such as .wav, .flac or .mp4"
+        )
+    raise CusepError(
+        f"{path}: has no audio track; give a recording with sound, or the audio file recorded "
+        "with this video"
+    )
+
+
+def _stated_frames(
+    container: av.container.InputContainer, stream: av.AudioStream, sample_rate: int
+) -> int | None:
+    """Samples per channel the container states for the stream (None when only estimated)."""
+    if stream.duration is None or container.format.name in _RAW_DEMUXERS:
+        return None
+    return round(stream.duration * stream.time_base * sample_rate)
+
+
+def _frame_to_array(frame: av.AudioFrame) -> np.ndarray:
+    """One decoded frame -> float32 (channels, samples)."""
+    x = frame.to_ndarray()
+    channels = frame.layout.nb_channels
+    if not frame.format.is_planar:
+        x = x.reshape(-1, channels).T
+    if x.dtype.kind == "f":
+        return x.astype(np.float32, copy=False)
+    if x.dtype.kind == "u":  # u8: offset binary
+        return ((x.astype(np.float32) - 128.0) / 128.0).astype(np.float32)
+    return (x.astype(np.float64) / float(2 ** (8 * x.dtype.itemsize - 1))).astype(np.float32)
+
+
+def _read_av(path: Path) -> tuple[np.ndarray, int]:
+    import av
+
+    with _open_av(path) as container:
+        stream = _audio_stream(container, path)
+        chunks: list[np.ndarray] = []
+        sample_rate = stream.sample_rate or 0
+        try:
+            for frame in container.decode(stream):
+                x = _frame_to_array(frame)
+                if chunks and (len(x) != len(chunks[0]) or frame.sample_rate != sample_rate):
+                    raise CusepError(
+                        f"{path}: audio track changes channel count or sample rate midway; "
+                        "convert it to a plain wav file first (e.g. with ffmpeg)"
+                    )
+                sample_rate = frame.sample_rate
+                chunks.append(x)
+        except av.FFmpegError as e:
+            raise _undecodable(path, f"corrupt audio data: {e}") from e
+        stated = _stated_frames(container, stream, sample_rate) if chunks else None
+    if not chunks or sum(c.shape[1] for c in chunks) == 0:
+        raise CusepError(f"{path}: contains no audio samples; give a file with sound in it")
+    audio = np.concatenate(chunks, axis=1)
+    # Codecs such as AAC pad the last frame (and some decoders keep encoder priming):
+    # the container's stated duration is the length of the signal.
+    if stated is not None and 0 < stated < audio.shape[1]:
+        audio = audio[:, :stated]
+    return np.ascontiguousarray(audio), int(sample_rate)
+
+
+def read_audio(path: str | Path) -> tuple[np.ndarray, int]:
+    """Decode an audio file or the first audio track of a video/container file.
+
+    Returns ``(audio, sample_rate)``: float32 ``(channels, samples)`` at the file's own rate.
+    """
+    path = _check_input(path)
+    if path.suffix.lower() in SOUNDFILE_EXTENSIONS:
+        try:
+            data, sample_rate = sf.read(str(path), dtype="float32", always_2d=True)
+        except (sf.SoundFileError, RuntimeError):
+            pass  # libsndfile cannot read it: let FFmpeg try (e.g. opus in .ogg, odd mp3)
+        else:
+            if data.shape[0] == 0:
+                raise CusepError(f"{path}: contains no audio samples; give a file with sound in it")
+            return np.ascontiguousarray(data.T), int(sample_rate)
+    return _read_av(path)
+
+
+def info(path: str | Path) -> AudioInfo:
+    """Sample rate, channels and length of an audio or video file, without decoding it all."""
+    path = _check_input(path)
+    if path.suffix.lower() in SOUNDFILE_EXTENSIONS:
+        try:
+            i = sf.info(str(path))
+        except (sf.SoundFileError, RuntimeError):
+            pass
+        else:
+            return AudioInfo(path, int(i.samplerate), int(i.channels), int(i.frames),
+                             i.frames / i.samplerate)
+    import av
+
+    with _open_av(path) as container:
+        stream = _audio_stream(container, path)
+        sample_rate = int(stream.sample_rate or 0)
+        channels = int(stream.codec_context.channels or 0)
+        frames = _stated_frames(container, stream, sample_rate) if sample_rate else None
+        if frames is None and container.duration is not None and sample_rate:
+            frames = round(container.duration / av.time_base * sample_rate)
+    if frames is None or not sample_rate or not channels:  # nothing stated: decode to measure
+        audio, sample_rate = _read_av(path)
+        channels, frames = audio.shape
+    return AudioInfo(path, sample_rate, channels, frames, frames / sample_rate)
+
+
+# ----------------------------------------------------------------------------- writing
+
+
+def _prepare(
+    audio: np.ndarray, path: Path, bits: int | None, clip: str
+) -> np.ndarray:
+    """Validate and convert to what soundfile writes: (samples, channels) float32 or int."""
+    if isinstance(audio, torch.Tensor):
+        audio = audio.detach().cpu().numpy()
+    a = np.asarray(audio)
+    if a.ndim == 1:
+        a = a[None]
+    if a.ndim != 2 or a.shape[0] > 64:
+        raise ValueError(f"audio must be (channels, samples); got shape {a.shape}")
+    if a.shape[1] == 0:
+        raise CusepError(f"{path}: refusing to write zero-length audio; check the input signal")
+    a = a.astype(np.float64 if bits else np.float32, copy=False)
+    if not np.isfinite(a).all():
+        raise CusepError(
+            f"{path}: audio to write contains NaN or infinite values; nothing was written "
+            "(check the input and model output)"
+        )
+    peak = float(np.abs(a).max())
+    if peak > 1.0:
+        if clip == "rescale":
+            log.info("%s: peak %.3f > 1, scaled by %.4f to avoid clipping", path, peak, 1 / peak)
+            a = a / peak
+        elif clip == "clamp":
+            a = np.clip(a, -1.0, 1.0)
+        elif bits:  # clip == "none"
+            raise CusepError(
+                f"{path}: samples reach {peak:.3f}, outside [-1, 1], which {bits}-bit audio "
+                "cannot hold; use clip='rescale' or 'clamp', or the float32 format"
+            )
+    if bits is None:
+        return np.ascontiguousarray(a.T, dtype=np.float32)
+    # Quantise here (x * 2^(bits-1), rounded, clamped) so that reading back as float
+    # (libsndfile divides by 2^(bits-1)) gives the input within half a step.
+    scale = float(2 ** (bits - 1))
+    q = np.clip(np.rint(a * scale), -scale, scale - 1)
+    if bits == 16:
+        return np.ascontiguousarray(q.T, dtype=np.int16)
+    return np.ascontiguousarray(q.T, dtype=np.int32) << (32 - bits)  # top bits of int32
+
+
+def write_audio(
+    path: str | Path,
+    audio: np.ndarray,
+    sample_rate: int,
+    fmt: str = "wav16",
+    *,
+    clip: Literal["rescale", "clamp", "none"] = "rescale",
+) -> None:
+    """Write ``audio`` (channels, samples) atomically: a temp file in the same folder, renamed.
+
+    ``fmt``: "wav16", "wav24", "float32" (float wav), "flac" (16-bit), "flac24"; "wav" means
+    "wav16". Samples outside [-1, 1]: ``clip="rescale"`` divides the whole signal by its peak,
+    ``"clamp"`` clips, ``"none"`` writes float formats as they are and refuses integer ones.
+    On any error an existing file at ``path`` is left untouched and no temp file remains.
+    """
+    path = Path(path)
+    key = _ALIASES.get(fmt, fmt)
+    if key not in _FORMATS:
+        raise CusepError(
+            f"{path}: unknown output format {fmt!r}; choose one of {', '.join(FORMAT_EXTENSIONS)}"
+        )
+    if clip not in ("rescale", "clamp", "none"):
+        raise ValueError(f"clip must be 'rescale', 'clamp' or 'none', not {clip!r}")
+    if isinstance(sample_rate, bool) or int(sample_rate) != sample_rate or sample_rate <= 0:
+        raise ValueError(f"sample_rate must be a positive integer, not {sample_rate!r}")
+    container, subtype, bits = _FORMATS[key]
+    ext = "." + FORMAT_EXTENSIONS[key]
+    suffix = path.suffix.lower()
+    if suffix in AUDIO_EXTENSIONS and suffix != ext:
+        raise CusepError(
+            f"{path}: format {fmt!r} writes {ext} files, not {suffix}; "
+            f"name the file {path.with_suffix(ext).name} or choose another format"
+        )
+    data = _prepare(audio, path, bits, clip)
+    if container == "FLAC" and data.shape[1] > _FLAC_MAX_CHANNELS:
+        raise CusepError(
+            f"{path}: FLAC holds at most {_FLAC_MAX_CHANNELS} channels, not {data.shape[1]}; "
+            "use a wav format"
+        )
+    if path.is_dir():
+        raise CusepError(f"{path}: is a folder; give a file name for the output")
+    folder = path.parent
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise CusepError(
+            f"{path}: cannot create output folder {folder} ({e.strerror}); "
+            "choose a writable output folder"
+        ) from e
+    tmp = folder / f".{path.name}.{uuid.uuid4().hex[:8]}.tmp"
+    try:
+        with open(tmp, "xb") as f:
+            sf.write(f, data, int(sample_rate), format=container, subtype=subtype)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException as e:
+        tmp.unlink(missing_ok=True)
+        if isinstance(e, OSError):
+            raise CusepError(
+                f"{path}: cannot write ({e.strerror or e}); choose a writable output folder "
+                "with free space"
+            ) from e
+        if isinstance(e, (sf.SoundFileError, RuntimeError)):
+            raise CusepError(f"{path}: writing failed ({e}); check the output folder") from e
+        raise
+
+
+# ----------------------------------------------------------------------------- signals
+
+
+def to_mono(audio: np.ndarray) -> np.ndarray:
+    """Average the channels: (channels, samples) or (samples,) -> float32 (samples,)."""
+    a = np.asarray(audio, dtype=np.float32)
+    if a.ndim == 1:
+        return a.copy()
+    if a.ndim != 2:
+        raise ValueError(f"audio must be (channels, samples) or (samples,); got shape {a.shape}")
+    return a.mean(axis=0)
+
+
+def _kernel_size(orig_sr: int, target_sr: int) -> int:
+    g = math.gcd(orig_sr, target_sr)
+    o, t = orig_sr // g, target_sr // g
+    width = math.ceil(_LOWPASS_WIDTH * o / (min(o, t) * _ROLLOFF))
+    return t * (2 * width + o)
+
+
+def _fft_resample(x: torch.Tensor, orig_sr: int, target_sr: int, length: int) -> torch.Tensor:
+    """Band-limited resampling by truncating / zero-padding the spectrum (any rate ratio).
+
+    The signal is zero-padded to a whole number of rate periods (and at least 1024 samples,
+    keeping its end from wrapping onto its start), so the output lies on the exact time grid.
+    """
+    period = orig_sr // math.gcd(orig_sr, target_sr)
+    n = -(-(x.shape[-1] + 1024) // period) * period
+    x = torch.nn.functional.pad(x, (0, n - x.shape[-1]))
+    full = n * target_sr // orig_sr
+    spec = torch.fft.rfft(x, dim=-1)
+    bins = full // 2 + 1
+    if bins <= spec.shape[-1]:
+        spec = spec[..., :bins]
+    else:
+        pad = torch.zeros(*spec.shape[:-1], bins - spec.shape[-1], dtype=spec.dtype,
+                          device=spec.device)
+        if n % 2 == 0:  # the old Nyquist bin splits between +f and -f
+            spec = spec.clone()
+            spec[..., -1] = spec[..., -1] / 2
+        spec = torch.cat([spec, pad], dim=-1)
+    return torch.fft.irfft(spec, n=full, dim=-1)[..., :length] * (full / n)
+
+
+def resample(audio: ArrayOrTensor, orig_sr: int, target_sr: int) -> ArrayOrTensor:
+    """Resample along the last axis with a Kaiser-windowed sinc (torchaudio).
+
+    ``audio``: (..., samples) array or tensor (any device) -> same type and dtype,
+    (..., round(samples * target_sr / orig_sr)). Identity when the rates are equal. Rates
+    whose ratio needs a huge polyphase filter (e.g. 44101 -> 11025) go through the FFT.
+    """
+    for name, sr in (("orig_sr", orig_sr), ("target_sr", target_sr)):
+        if isinstance(sr, bool) or int(sr) != sr or sr <= 0:
+            raise ValueError(f"{name} must be a positive integer, not {sr!r}")
+    orig_sr, target_sr = int(orig_sr), int(target_sr)
+    if orig_sr == target_sr:
+        return audio
+    is_numpy = isinstance(audio, np.ndarray)
+    x = torch.from_numpy(np.ascontiguousarray(audio)) if is_numpy else audio
+    dtype = x.dtype
+    if dtype not in (torch.float32, torch.float64):
+        x = x.to(torch.float32)
+    n = x.shape[-1]
+    length = (2 * n * target_sr + orig_sr) // (2 * orig_sr)  # round half up, exact
+    if n == 0 or length == 0:
+        y = x.new_zeros(*x.shape[:-1], length)
+    elif _kernel_size(orig_sr, target_sr) <= _MAX_KERNEL:
+        y = AF.resample(
+            x, orig_sr, target_sr, lowpass_filter_width=_LOWPASS_WIDTH, rolloff=_ROLLOFF,
+            resampling_method="sinc_interp_kaiser", beta=_BETA,
+        )[..., :length]
+    else:
+        y = _fft_resample(x, orig_sr, target_sr, length)
+    if dtype.is_floating_point:
+        y = y.to(dtype)
+    if is_numpy:
+        return y.numpy().astype(audio.dtype if audio.dtype.kind == "f" else np.float32,
+                                copy=False)
+    return y

@@ -1,0 +1,494 @@
+"""Model directories: save, load and verify them, fetch them from the Hub, and the model registry.
+
+A model directory follows the Hugging Face Hub convention, so one folder can be pushed to and
+pulled from the Hub:
+
+- ``config.json``: :meth:`ModelConfig.to_dict` plus the metadata keys ``cusep_version``,
+  ``kind`` (``"separator"``), ``training`` and ``metrics`` (free dicts);
+- ``model.safetensors``: the weights (shipped ones in float16), never a pickle;
+- ``README.md``: the model card.
+
+``registry.json`` maps short names to ``{"path": "<dir relative to the registry>"}`` or
+``{"repo_id": "org/name", "revision": "<40-hex commit>"}``; any entry may add ``"sha256"`` of its
+``model.safetensors`` (checked at load), and the file may name a ``"default"`` model::
+
+    {"default": "label-v1", "label-v1": {"path": "cusep-label-v1", "sha256": "..."}}
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import tempfile
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from .errors import CusepError
+from .model import ConditionedUNet, ModelConfig
+
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "model.safetensors"
+CARD_FILE = "README.md"
+MODEL_FILES = (CONFIG_FILE, WEIGHTS_FILE, CARD_FILE)
+REGISTRY_FILE = "registry.json"
+KIND = "separator"
+METADATA_KEYS = ("cusep_version", "kind", "training", "metrics")
+
+_COMMIT = re.compile(r"[0-9a-f]{40}")
+_REPO_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
+
+
+@dataclass(frozen=True)
+class ModelDir:
+    """A verified model directory: its path, ``config.json``, model card and weights' sha256."""
+
+    path: Path
+    config: dict
+    card: str
+    sha256: str
+
+    @property
+    def weights(self) -> Path:
+        return self.path / WEIGHTS_FILE
+
+    @property
+    def kind(self) -> str:
+        return self.config.get("kind", KIND)
+
+    @property
+    def model_config(self) -> ModelConfig:
+        """The network's :class:`ModelConfig` (``config.json`` without the metadata keys)."""
+        data = {k: v for k, v in self.config.items() if k not in METADATA_KEYS}
+        try:
+            return ModelConfig.from_dict(data)
+        except (TypeError, ValueError) as exc:
+            raise CusepError(
+                f"{self.path / CONFIG_FILE} is not a valid cusep model config ({exc}); "
+                "re-export the model with cusep"
+            ) from None
+
+
+def sha256_file(path: str | Path) -> str:
+    """Hex sha256 of a file, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+# --------------------------------------------------------------------------------------- saving
+
+
+def save_model_dir(
+    path: str | Path,
+    model: nn.Module,
+    config: ModelConfig,
+    *,
+    training: dict | None = None,
+    metrics: dict | None = None,
+    card: str | None = None,
+    dtype: torch.dtype = torch.float16,
+) -> Path:
+    """Write ``config.json``, ``model.safetensors`` and ``README.md`` to ``path`` atomically.
+
+    Floating-point tensors are stored contiguous in ``dtype``; integer buffers (BatchNorm's
+    ``num_batches_tracked``) keep their dtype. An existing model directory is replaced; any other
+    non-empty path is refused.
+    """
+    path = Path(path)
+    if path.exists() and not _replaceable(path):
+        raise CusepError(f"refusing to overwrite {path}: it is not a model directory; "
+                         "choose a new path or delete it")
+    model = getattr(model, "_orig_mod", model)  # torch.compile
+    model = getattr(model, "module", model)  # DistributedDataParallel
+    state = {
+        name: (t.detach().to("cpu", dtype) if t.is_floating_point() else t.detach().cpu())
+        .contiguous()
+        for name, t in model.state_dict().items()
+    }
+    _check_state_dict(state, config, path)
+    meta = {
+        **config.to_dict(),
+        "cusep_version": _cusep_version(),
+        "kind": KIND,
+        "training": dict(training or {}),
+        "metrics": dict(metrics or {}),
+    }
+    config_text = json.dumps(meta, indent=2) + "\n"  # fails before anything is written
+    card_text = card if card is not None else default_card(meta)
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    try:
+        tmp.chmod(0o755)
+        save_file(state, str(tmp / WEIGHTS_FILE), metadata={"format": "pt"})
+        (tmp / CONFIG_FILE).write_text(config_text, encoding="utf-8")
+        (tmp / CARD_FILE).write_text(card_text, encoding="utf-8")
+        _replace_dir(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return path
+
+
+def default_card(config: dict) -> str:
+    """A minimal Hugging Face model card for a ``config.json`` dict."""
+    lines = [
+        "---",
+        "library_name: cusep",
+        "tags: [audio, audio-source-separation, music]",
+        "---",
+        "",
+        "# cusep separation model",
+        "",
+        f"- architecture: {config.get('architecture')}",
+        f"- conditioning: {config.get('conditioning')}",
+        f"- instruments: {', '.join(config.get('instruments', ()))}",
+        f"- cusep version: {config.get('cusep_version')}",
+    ]
+    for title in ("training", "metrics"):
+        if config.get(title):
+            lines += ["", f"## {title.capitalize()}", ""]
+            lines += [f"- {key}: {value}" for key, value in config[title].items()]
+    return "\n".join(lines) + "\n"
+
+
+def _replaceable(path: Path) -> bool:
+    return path.is_dir() and ((path / CONFIG_FILE).is_file() or not any(path.iterdir()))
+
+
+def _replace_dir(new: Path, path: Path) -> None:
+    """Rename ``new`` to ``path``; an existing ``path`` is moved aside first and then deleted."""
+    if not path.exists():
+        os.rename(new, path)
+        return
+    old = path.with_name(f".{path.name}.old-{uuid.uuid4().hex[:8]}")
+    os.rename(path, old)
+    try:
+        os.rename(new, path)
+    except BaseException:
+        os.rename(old, path)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _cusep_version() -> str:
+    import cusep
+
+    version = getattr(cusep, "__version__", None)
+    if version:
+        return str(version)
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as dist_version
+
+    try:
+        return dist_version("cusep")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+# -------------------------------------------------------------------------------------- loading
+
+
+def load_model(
+    spec: str | Path | None = None,
+    device: str | torch.device = "cpu",
+    registry: str | Path | None = None,
+) -> tuple[ConditionedUNet, ModelDir]:
+    """Resolve ``spec`` (see :func:`resolve_model`), build its network and load the weights.
+
+    The weights are loaded in float32 (strict: every key and shape must match the config); the
+    model is returned in eval mode on ``device``.
+    """
+    mdir = resolve_model(spec, registry=registry)
+    if mdir.kind != KIND:
+        raise CusepError(f"{mdir.path} holds a '{mdir.kind}' model, not a {KIND}; "
+                         "pass a separation model")
+    config = mdir.model_config
+    try:
+        state = load_file(str(mdir.weights), device="cpu")
+    except (SafetensorError, OSError) as exc:
+        raise CusepError(f"corrupt weights {mdir.weights} ({exc}); delete and re-download "
+                         "or re-export the model") from None
+    state = {k: t.float() if t.is_floating_point() else t for k, t in state.items()}
+    _check_state_dict(state, config, mdir.path)
+    model = ConditionedUNet(config)
+    model.load_state_dict(state, strict=True)
+    return model.eval().to(device), mdir
+
+
+def _check_state_dict(state: dict[str, torch.Tensor], config: ModelConfig, where: Path) -> None:
+    """Raise a one-line CusepError unless ``state`` has the keys and shapes of ``config``."""
+    with torch.device("meta"):
+        expected = {k: tuple(t.shape) for k, t in ConditionedUNet(config).state_dict().items()}
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    shapes = [f"{k} {tuple(state[k].shape)} vs {expected[k]}"
+              for k in expected if k in state and tuple(state[k].shape) != expected[k]]
+    if not (missing or unexpected or shapes):
+        return
+    problems = []
+    for label, items in (("missing", missing), ("unexpected", unexpected),
+                         ("shape mismatch", shapes)):
+        if items:
+            more = f", ... ({len(items) - 3} more)" if len(items) > 3 else ""
+            problems.append(f"{len(items)} {label}: {', '.join(items[:3])}{more}")
+    raise CusepError(f"weights of {where} do not match its config ({'; '.join(problems)}); "
+                     "export config and weights together with save_model_dir")
+
+
+# ------------------------------------------------------------------------------------ resolving
+
+
+def resolve_model(
+    spec: str | Path | None,
+    *,
+    registry: str | Path | None = None,
+    offline: bool | None = None,
+) -> ModelDir:
+    """Find and verify a model directory.
+
+    ``spec`` is ``None`` (the registry's default), a directory, a registry short name, or a Hub
+    repo id ``org/name`` / ``org/name@revision``. ``offline=None`` follows ``HF_HUB_OFFLINE``.
+    """
+    reg_path = _registry_path(registry)
+    entries, default = _read_registry(reg_path) if reg_path else ({}, None)
+    if spec is None:
+        if default is None:
+            where = reg_path or "no registry.json found"
+            raise CusepError(f"no default model in the registry ({where}); "
+                             "pass a model directory or name")
+        spec = default
+    if isinstance(spec, Path) or Path(str(spec)).expanduser().is_dir():
+        return _read_model_dir(Path(spec).expanduser(), None)
+    text = str(spec)
+    if text in entries:
+        entry = entries[text]
+        if "path" in entry:
+            return _read_model_dir(reg_path.parent / entry["path"], entry.get("sha256"))
+        found = _hub_snapshot(entry["repo_id"], entry["revision"], offline)
+        return _read_model_dir(found, entry.get("sha256"))
+    repo_id, _, revision = text.partition("@")
+    if _REPO_ID.fullmatch(repo_id) and not Path(text).expanduser().exists():
+        return _read_model_dir(_hub_snapshot(repo_id, revision or None, offline), None)
+    if Path(text).expanduser().exists():
+        raise CusepError(f"{text} is a file; pass the model directory (with {CONFIG_FILE} and "
+                         f"{WEIGHTS_FILE})")
+    if any(c in text for c in "/\\~") or text.startswith("."):
+        raise CusepError(f"no model directory at {text}; check the path")
+    known = ", ".join(sorted(entries)) or "none"
+    raise CusepError(f"unknown model '{text}' (known: {known}); run `cusep models list` or pass "
+                     "a model directory")
+
+
+def _read_model_dir(path: Path, expected_sha: str | None) -> ModelDir:
+    if not path.is_dir():
+        raise CusepError(f"no model directory at {path}; check the path or the registry entry")
+    for name in (CONFIG_FILE, WEIGHTS_FILE):
+        if not (path / name).is_file():
+            raise CusepError(f"{path} lacks {name}; re-download or re-export the model "
+                             f"(a model directory holds {', '.join(MODEL_FILES)})")
+    try:
+        config = json.loads((path / CONFIG_FILE).read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise CusepError(f"{path / CONFIG_FILE} is not valid JSON ({exc}); "
+                         "re-download or re-export the model") from None
+    if not isinstance(config, dict):
+        raise CusepError(f"{path / CONFIG_FILE} must hold a JSON object; re-export the model")
+    sha = sha256_file(path / WEIGHTS_FILE)
+    if expected_sha is not None and sha != expected_sha.lower():
+        raise CusepError(f"corrupt weights: sha256 of {path / WEIGHTS_FILE} is {sha}, expected "
+                         f"{expected_sha}; delete and re-download / re-export")
+    card_path = path / CARD_FILE
+    card = card_path.read_text(encoding="utf-8") if card_path.is_file() else ""
+    return ModelDir(path=path, config=config, card=card, sha256=sha)
+
+
+# ------------------------------------------------------------------------------------ the Hub
+
+
+def _is_offline(offline: bool | None) -> bool:
+    if offline is not None:
+        return offline
+    value = os.environ.get("HF_HUB_OFFLINE") or os.environ.get("TRANSFORMERS_OFFLINE") or ""
+    if value.upper() in {"1", "ON", "YES", "TRUE"}:
+        return True
+    from huggingface_hub import constants
+
+    return bool(constants.HF_HUB_OFFLINE)
+
+
+def _hub_cache_dir() -> str | None:
+    """The Hub cache named by the environment now (huggingface_hub reads it only at import)."""
+    for var in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE"):
+        if os.environ.get(var):
+            return os.path.expanduser(os.environ[var])
+    if os.environ.get("HF_HOME"):
+        return os.path.join(os.path.expanduser(os.environ["HF_HOME"]), "hub")
+    return None
+
+
+def _hub_snapshot(repo_id: str, revision: str | None, offline: bool | None) -> Path:
+    """Download (or find in the cache) the model files of a Hub repo; return the snapshot dir."""
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.utils import (
+        HfHubHTTPError,
+        HFValidationError,
+        LocalEntryNotFoundError,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
+
+    name = f"{repo_id}@{revision}" if revision else repo_id
+    offline = _is_offline(offline)
+    cache_dir = _hub_cache_dir()
+    try:
+        found = snapshot_download(
+            repo_id, revision=revision, cache_dir=cache_dir, local_files_only=offline,
+            allow_patterns=list(MODEL_FILES), library_name="cusep",
+        )
+    except LocalEntryNotFoundError:
+        from huggingface_hub import constants
+
+        where = cache_dir or constants.HF_HUB_CACHE
+        if offline:
+            raise CusepError(f"model '{name}' is not in the Hugging Face cache ({where}) and "
+                             "HF_HUB_OFFLINE=1; run once online or pass a local directory"
+                             ) from None
+        raise CusepError(f"cannot download '{name}' from the Hugging Face Hub and it is not in "
+                         f"the cache ({where}); check the network or pass a local directory"
+                         ) from None
+    except RevisionNotFoundError:
+        raise CusepError(f"Hub repo '{repo_id}' has no revision '{revision}'; "
+                         "check the revision") from None
+    except RepositoryNotFoundError:
+        raise CusepError(f"'{repo_id}' is neither a local directory nor a Hub repo you can "
+                         "access; check the name (or log in for a private repo)") from None
+    except HFValidationError as exc:
+        raise CusepError(f"'{name}' is not a valid Hub repo id ({exc}); "
+                         "pass a directory, a registry name or org/name[@revision]") from None
+    except (HfHubHTTPError, OSError) as exc:
+        raise CusepError(f"cannot fetch '{name}' from the Hugging Face Hub ({exc}); "
+                         "retry or pass a local directory") from None
+    return Path(found)
+
+
+# ----------------------------------------------------------------------------------- registry
+
+
+def default_registry() -> Path | None:
+    """``registry.json`` in the repository's or the installed package's ``models/``, if any."""
+    package = Path(__file__).resolve().parent  # == Path(cusep.__file__).parent
+    for folder in (package.parent / "models", package / "models"):
+        if (folder / REGISTRY_FILE).is_file():
+            return folder / REGISTRY_FILE
+    return None
+
+
+def _registry_path(registry: str | Path | None) -> Path | None:
+    if registry is None:
+        return default_registry()
+    path = Path(registry).expanduser()
+    if path.is_dir():
+        path = path / REGISTRY_FILE
+    if not path.is_file():
+        raise CusepError(f"no model registry at {path}; pass a registry.json or its folder")
+    return path
+
+
+def _read_registry(path: Path) -> tuple[dict[str, dict], str | None]:
+    """-> (entries by name, default name)."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise CusepError(f"model registry {path} is not valid JSON ({exc}); fix it") from None
+    if not isinstance(data, dict):
+        raise CusepError(f"model registry {path} must hold a JSON object; fix it")
+    default = data.get("default")
+    entries = {k: v for k, v in data.items() if k != "default"}
+    for name, entry in entries.items():
+        local = isinstance(entry, dict) and isinstance(entry.get("path"), str)
+        hub = (isinstance(entry, dict) and isinstance(entry.get("repo_id"), str)
+               and isinstance(entry.get("revision"), str))
+        if not (local or hub):
+            raise CusepError(f"registry entry '{name}' in {path} needs \"path\" or \"repo_id\" "
+                             "and \"revision\"; fix the registry")
+        if hub and not local and not _COMMIT.fullmatch(entry["revision"]):
+            raise CusepError(f"registry entry '{name}' in {path} must pin a 40-hex commit "
+                             f"revision, not '{entry['revision']}'; fix the registry")
+    if default is not None and default not in entries:
+        raise CusepError(f"registry default '{default}' in {path} is not one of its models "
+                         f"({', '.join(sorted(entries)) or 'none'}); fix the registry")
+    return entries, default
+
+
+def list_models(registry: str | Path | None = None) -> list[dict[str, Any]]:
+    """One dict per registry entry, without downloading or hashing anything.
+
+    Keys: ``name``, ``source`` (local path or ``org/name@revision``), ``available`` (on disk or
+    in the Hub cache), ``size_mb``, ``instruments``, ``conditioning``, ``metrics``, ``default``.
+    Unavailable entries have ``None`` size, instruments and conditioning.
+    """
+    reg_path = _registry_path(registry)
+    if reg_path is None:
+        return []
+    entries, default = _read_registry(reg_path)
+    rows = []
+    for name, entry in entries.items():
+        if "path" in entry:
+            folder: Path | None = (reg_path.parent / entry["path"]).resolve()
+            source = str(folder)
+        else:
+            source = f"{entry['repo_id']}@{entry['revision']}"
+            folder = _cached_snapshot(entry["repo_id"], entry["revision"])
+        row = {"name": name, "source": source, "available": False, "size_mb": None,
+               "instruments": None, "conditioning": None, "metrics": {},
+               "default": name == default}
+        if folder is not None and (folder / CONFIG_FILE).is_file() \
+                and (folder / WEIGHTS_FILE).is_file():
+            try:
+                config = json.loads((folder / CONFIG_FILE).read_text(encoding="utf-8"))
+            except (json.JSONDecodeError, UnicodeDecodeError):
+                config = None
+            if isinstance(config, dict):
+                row.update(
+                    available=True,
+                    size_mb=(folder / WEIGHTS_FILE).stat().st_size / 1e6,
+                    instruments=list(config.get("instruments", ())),
+                    conditioning=config.get("conditioning"),
+                    metrics=dict(config.get("metrics") or {}),
+                )
+        rows.append(row)
+    return rows
+
+
+def _cached_snapshot(repo_id: str, revision: str) -> Path | None:
+    """The cached snapshot folder of a pinned Hub revision, or None; never touches the network."""
+    from huggingface_hub import try_to_load_from_cache
+
+    found = try_to_load_from_cache(repo_id, CONFIG_FILE, cache_dir=_hub_cache_dir(),
+                                   revision=revision)
+    return Path(found).parent if isinstance(found, str) else None
+
+
+__all__ = [
+    "ModelDir",
+    "save_model_dir",
+    "resolve_model",
+    "load_model",
+    "list_models",
+    "sha256_file",
+    "default_registry",
+    "default_card",
+]

@@ -1,0 +1,49 @@
+"""The ``cusep`` command line: a thin Typer layer over the Python API.
+
+Each sub-command lives in its own module exposing ``register(app)``; user errors
+(:class:`cusep.errors.CusepError`) become one red line and exit code 1, never a traceback.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+from rich.console import Console
+
+from ..errors import CusepError
+
+console = Console(stderr=True, highlight=False)
+
+app = typer.Typer(
+    name="cusep",
+    help="Conditioned source separation for chamber music.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+def fail(message: str, code: int = 1) -> typer.Exit:
+    """Print one error line; return the Exit to raise."""
+    console.print(f"[bold red]error:[/] {message}", markup=True, soft_wrap=True)
+    return typer.Exit(code)
+
+
+def _register_all() -> None:
+    from . import models, separate, synth, train
+
+    for module in (separate, models, synth, train):
+        module.register(app)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of the ``cusep`` script and ``python -m cusep``."""
+    _register_all()
+    try:
+        app(args=argv, prog_name="cusep", standalone_mode=True)
+    except CusepError as exc:
+        raise SystemExit(fail(str(exc)).exit_code) from None
+    except KeyboardInterrupt:
+        console.print("interrupted")
+        sys.exit(130)

@@ -1,0 +1,81 @@
+"""``cusep models list``: the models of the registry, with where they live and how they score."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from ..checkpoint import default_registry, list_models
+from ..instruments import CODES
+
+
+def register(app: typer.Typer) -> None:
+    """Add the ``models`` command group to ``app``."""
+    models_app = typer.Typer(help="Pretrained separation models.", no_args_is_help=True)
+
+    @models_app.command("list")
+    def list_cmd(
+        registry: Path | None = typer.Option(
+            None, "--registry", help="registry.json (or its folder); default: the shipped one."
+        ),
+        as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+    ) -> None:
+        """List the registered models: name, source, size, instruments, conditioning, metric."""
+        rows = list_models(registry)
+        console = Console(highlight=False)
+        if as_json:
+            console.print_json(json.dumps(rows))
+            return
+        if not rows:
+            where = registry or default_registry() or "no registry.json found"
+            console.print(f"no models registered ({where})")
+            return
+        console.print(render_table(rows))
+
+    app.add_typer(models_app, name="models")
+
+
+def render_table(rows: list[dict[str, Any]]) -> Table:
+    """A rich table of :func:`cusep.checkpoint.list_models` rows."""
+    table = Table(title="cusep models", caption="* default")
+    table.add_column("name", no_wrap=True)
+    table.add_column("source", overflow="fold")
+    table.add_column("size", justify="right", no_wrap=True)
+    table.add_column("instruments")
+    table.add_column("conditioning")
+    table.add_column("key metric", no_wrap=True)
+    for row in rows:
+        name = f"{row['name']} *" if row["default"] else row["name"]
+        size = f"{row['size_mb']:.1f} MB" if row["size_mb"] is not None else "not cached"
+        instruments = row["instruments"] or []
+        instruments = ("all 13" if tuple(instruments) == CODES
+                       else " ".join(instruments) or "-")
+        table.add_row(name, _short_source(row["source"]), size, instruments,
+                      row["conditioning"] or "-", key_metric(row["metrics"]))
+    return table
+
+
+def key_metric(metrics: dict[str, Any]) -> str:
+    """``name=value`` of the headline metric: the first SDR-like number, else the first number."""
+    numbers = [(k, v) for k, v in metrics.items()
+               if isinstance(v, int | float) and not isinstance(v, bool)]
+    if not numbers:
+        return "-"
+    key, value = next(((k, v) for k, v in numbers if "sdr" in k.lower()), numbers[0])
+    return f"{key}={value:.2f}" if isinstance(value, float) else f"{key}={value}"
+
+
+def _short_source(source: str) -> str:
+    """Hub ids with a 7-character revision; local paths relative to the working dir if below it."""
+    repo, at, revision = source.partition("@")
+    if at and not Path(source).exists():
+        return f"{repo}@{revision[:7]}"
+    try:
+        return str(Path(source).relative_to(Path.cwd()))
+    except ValueError:
+        return source

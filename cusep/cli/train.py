@@ -1,0 +1,89 @@
+"""``cusep train`` and ``cusep export``."""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from pathlib import Path
+
+import typer
+
+from ..errors import CusepError
+from . import console
+
+
+def register(app: typer.Typer) -> None:
+    @app.command()
+    def train(
+        run_dir: Path = typer.Argument(..., help="Run folder (created; holds checkpoints)."),
+        preset: str = typer.Option("cusep-label", "--preset", "-p",
+                                   help="Preset name (exp01..exp11, cusep-*) or a .toml file."),
+        data: list[Path] = typer.Option(None, "--data", help="Training data folder(s)."),
+        valid: list[Path] = typer.Option(None, "--valid", help="Validation data folder(s)."),
+        layout: str = typer.Option(None, "--layout", help="urmp (default) or solos."),
+        overrides: list[str] = typer.Option(None, "--set", "-s",
+                                            help="Override a setting: section.field=value."),
+        max_steps: int = typer.Option(None, "--max-steps", help="Stop after this many steps."),
+        max_minutes: float = typer.Option(None, "--max-minutes", help="Stop after N minutes."),
+        resume: bool = typer.Option(False, "--resume", help="Continue the run in RUN_DIR."),
+        device: str = typer.Option("auto", "--device", "-d", help="auto | cpu | cuda | cuda:N."),
+        progress: bool = typer.Option(True, "--progress/--no-progress"),
+    ) -> None:
+        """Train a separation model (also under torchrun for several GPUs/nodes)."""
+        from ..config import build_config
+        from ..train import Trainer, read_run_config, setup_distributed
+
+        sets = list(overrides or [])
+        if data:
+            sets.append("data.train=" + _toml_list(data))
+        if valid:
+            sets.append("data.valid=" + _toml_list(valid))
+        if layout:
+            sets.append(f'data.layout="{layout}"')
+        if max_steps is not None:
+            sets.append(f"optim.max_steps={max_steps}")
+        if max_minutes is not None:
+            sets.append(f"optim.max_minutes={max_minutes}")
+        if resume:
+            if not (run_dir / "checkpoint.pt").exists():
+                raise CusepError(f"nothing to resume in '{run_dir}' (no checkpoint.pt); "
+                                 "drop --resume to start a new run")
+            saved, _ = read_run_config(run_dir)
+            config = build_config(None, sets, base=saved.to_dict())
+        else:
+            if (run_dir / "checkpoint.pt").exists():
+                raise CusepError(f"'{run_dir}' already holds a run; use --resume to continue it "
+                                 "or choose another folder")
+            config = build_config(preset, sets)
+        dev = setup_distributed(device)
+        command = "cusep " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+        trainer = Trainer(config, run_dir, dev, log=console.print, command=command)
+        if resume:
+            trainer.resume()
+            console.print(f"resumed {run_dir} at step {trainer.step}")
+        console.print(f"training '{config.preset or 'custom'}' on {dev}, "
+                      f"{sum(p.numel() for p in trainer.model.parameters()) / 1e6:.2f} M parameters")
+        record = trainer.fit(progress=progress)
+        if record:
+            console.print(f"step {record['step']}: valid SI-SDR {record['valid_si_sdr']:.2f} dB "
+                          f"(improvement {record['valid_si_sdri']:.2f} dB); run in {run_dir}")
+
+    @app.command()
+    def export(
+        run_dir: Path = typer.Argument(..., help="A training run folder."),
+        model_dir: Path = typer.Argument(..., help="Model directory to write."),
+        weights: str = typer.Option("best", "--weights", help="best | last."),
+        metrics: Path = typer.Option(None, "--metrics",
+                                     help="JSON of measured test metrics for the model card."),
+        notes: Path = typer.Option(None, "--notes", help="Markdown appended to the model card."),
+    ) -> None:
+        """Export a run as a model directory (fp16 safetensors, config, model card)."""
+        from ..export import export_run
+
+        path = export_run(run_dir, model_dir, weights=weights, metrics_file=metrics,
+                          notes_file=notes)
+        console.print(f"wrote {path}")
+
+
+def _toml_list(paths: list[Path]) -> str:
+    return "[" + ", ".join('"' + str(p.expanduser()).replace("\\", "/") + '"' for p in paths) + "]"

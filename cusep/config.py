@@ -1,0 +1,155 @@
+"""Frozen training configuration, built from presets (TOML) plus ``section.field=value`` overrides."""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+import typing
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+from .data.mixing import MixingConfig
+from .errors import CusepError
+from .model import ModelConfig
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Where the training audio is. ``layout``: urmp (also what ``cusep synth`` writes) or solos."""
+
+    train: tuple[str, ...] = ()
+    valid: tuple[str, ...] = ()
+    layout: Literal["urmp", "solos"] = "urmp"
+    valid_fraction: float = 0.2
+    """Used when no ``valid`` folder is given: the last fraction of the pieces / solo files."""
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    """Optimiser, schedule, loss and the length of a run."""
+
+    batch_size: int = 32
+    lr: float = 1e-4
+    weight_decay: float = 5e-4
+    plateau_factor: float = 0.5
+    plateau_patience: int = 10
+    """Validations without improvement before the learning rate is halved."""
+    grad_clip: float = 5.0
+    loss: Literal["l2", "bce", "mag-l1"] = "l2"
+    bce_pos_weight: float = 5.0
+    curriculum: bool = False
+    curriculum_patience: int = 10
+    max_steps: int = 100_000
+    max_minutes: float = 0.0
+    """Stop after this many minutes of wall time (0: no limit)."""
+    valid_every: int = 500
+    valid_items: int = 256
+    checkpoint_every: int = 500
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything a training run needs; saved as ``config.json`` in the run folder."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    mixing: MixingConfig = field(default_factory=MixingConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    preset: str = ""
+    description: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def preset_names() -> list[str]:
+    """Names of the presets that ship with cusep."""
+    root = resources.files("cusep") / "presets"
+    return sorted(p.name[:-5] for p in root.iterdir() if p.name.endswith(".toml"))
+
+
+def load_preset(name: str) -> dict[str, Any]:
+    """A preset by name (``exp06``) or path to a TOML file -> nested dict."""
+    path = Path(name)
+    if path.suffix == ".toml" and path.is_file():
+        text = path.read_text()
+    else:
+        res = resources.files("cusep") / "presets" / f"{name}.toml"
+        if not res.is_file():
+            raise CusepError(f"unknown preset '{name}'; one of {', '.join(preset_names())} "
+                             "or a path to a .toml file")
+        text = res.read_text()
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise CusepError(f"preset '{name}' is not valid TOML: {exc}") from None
+
+
+def parse_override(item: str) -> tuple[list[str], Any]:
+    """'optim.lr=3e-4' -> (['optim', 'lr'], 0.0003); values are TOML literals or bare strings."""
+    if "=" not in item:
+        raise CusepError(f"override '{item}' must look like section.field=value, e.g. optim.lr=3e-4")
+    key, raw = item.split("=", 1)
+    try:
+        value = tomllib.loads(f"v = {raw.strip()}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw.strip()
+    return key.strip().split("."), value
+
+
+def _merge(base: dict[str, Any], keys: list[str], value: Any) -> None:
+    node = base
+    for k in keys[:-1]:
+        node = node.setdefault(k, {})
+        if not isinstance(node, dict):
+            raise CusepError(f"override '{'.'.join(keys)}': '{k}' is not a section")
+    node[keys[-1]] = value
+
+
+def _build(cls: type, data: dict[str, Any], where: str) -> Any:
+    """Build a (nested) frozen dataclass from a dict, checking names and coercing sequences."""
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise CusepError(f"unknown setting(s) {', '.join(where + k for k in unknown)}; "
+                         f"{where.rstrip('.') or 'top level'} has: {', '.join(sorted(names))}")
+    kwargs: dict[str, Any] = {}
+    for key, value in data.items():
+        hint = hints[key]
+        if dataclasses.is_dataclass(hint):
+            if not isinstance(value, dict):
+                raise CusepError(f"setting {where}{key} must be a section")
+            kwargs[key] = _build(hint, value, f"{where}{key}.")
+        elif typing.get_origin(hint) is tuple and isinstance(value, list):
+            kwargs[key] = tuple(value)
+        elif hint is float and isinstance(value, int):
+            kwargs[key] = float(value)
+        else:
+            kwargs[key] = value
+    try:
+        return cls(**kwargs)
+    except (TypeError, ValueError) as exc:
+        raise CusepError(f"invalid {where.rstrip('.') or 'config'}: {exc}") from None
+
+
+def build_config(preset: str | None = None, overrides: list[str] | tuple[str, ...] = (),
+                 base: dict[str, Any] | None = None) -> TrainConfig:
+    """Defaults <- preset <- overrides, validated into a frozen TrainConfig."""
+    data: dict[str, Any] = dict(base or {})
+    if preset:
+        data = load_preset(preset)
+        data.setdefault("preset", Path(preset).stem)
+    for item in overrides:
+        keys, value = parse_override(item)
+        _merge(data, keys, value)
+    return _build(TrainConfig, data, "")
+
+
+def config_from_dict(data: dict[str, Any]) -> TrainConfig:
+    """Inverse of ``TrainConfig.to_dict`` (e.g. a run's saved config.json)."""
+    return _build(TrainConfig, data, "")
+

@@ -1,0 +1,70 @@
+"""Turn a training run folder into a model directory with a model card."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from .checkpoint import default_card, save_model_dir
+from .errors import CusepError
+from .model import ConditionedUNet
+from .train import load_weights, read_run_config
+
+
+def read_metrics_log(run_dir: Path) -> list[dict]:
+    path = Path(run_dir) / "metrics.jsonl"
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def export_run(run_dir: Path, model_dir: Path, weights: str = "best",
+               metrics_file: Path | None = None, notes_file: Path | None = None) -> Path:
+    """Write ``model_dir`` (fp16 safetensors, config.json, README.md) from ``run_dir``."""
+    run_dir = Path(run_dir)
+    config, extra = read_run_config(run_dir)
+    model = ConditionedUNet(config.model)
+    if weights == "best":
+        path = run_dir / "best.safetensors"
+        if not path.exists():
+            raise CusepError(f"'{run_dir}' has no best.safetensors yet; train until the first "
+                             "validation or use --weights last")
+        state = load_weights(path)
+    elif weights == "last":
+        path = run_dir / "checkpoint.pt"
+        if not path.exists():
+            raise CusepError(f"'{run_dir}' has no checkpoint.pt")
+        state = torch.load(path, map_location="cpu", weights_only=True)["model"]
+    else:
+        raise CusepError(f"--weights must be best or last, not '{weights}'")
+    model.load_state_dict(state)
+    log = read_metrics_log(run_dir)
+    best = max(log, key=lambda r: r["valid_si_sdr"]) if log else {}
+    training = {
+        "preset": config.preset,
+        "description": config.description,
+        "data": list(config.data.train),
+        "valid_data": list(config.data.valid),
+        "steps": log[-1]["step"] if log else None,
+        "best_step": best.get("step"),
+        "minutes": round(log[-1]["minutes"], 1) if log else None,
+        "device": extra.get("device"),
+        "world_size": extra.get("world_size"),
+        "batch_size": config.optim.batch_size,
+        "command": extra.get("command"),
+        "mixing": config.mixing.__dict__,
+        "optim": config.optim.__dict__,
+    }
+    metrics = {k: best[k] for k in ("valid_si_sdr", "valid_si_sdri", "valid_loss") if k in best}
+    if metrics_file is not None:
+        try:
+            metrics.update(json.loads(Path(metrics_file).read_text()))
+        except (OSError, json.JSONDecodeError) as exc:
+            raise CusepError(f"cannot read --metrics '{metrics_file}': {exc}") from None
+    card = default_card({**config.model.to_dict(), "training": training, "metrics": metrics})
+    if notes_file is not None:
+        card += "\n" + Path(notes_file).read_text()
+    return save_model_dir(model_dir, model, config.model, training=training, metrics=metrics,
+                          card=card)

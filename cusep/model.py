@@ -1,0 +1,194 @@
+"""ConditionedUNet: every audio variant of the paper from one frozen config.
+
+U-Net (one decoder, K output channels) or MHU-Net (K decoders of one channel); conditioning
+``none``, ``film-bottleneck``, ``film-encoder``, ``film-final`` or ``label-multiply``; ratio or
+binary masks. Every layer is built in ``__init__`` (the reference built FiLM layers lazily) and the
+label vector multiplies the masks *after* the output activation, so absent instruments are silent.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from .instruments import CODES
+from .spectral import SpectralConfig
+
+Conditioning = Literal["none", "film-bottleneck", "film-encoder", "film-final", "label-multiply"]
+CONDITIONINGS: tuple[str, ...] = (
+    "none", "film-bottleneck", "film-encoder", "film-final", "label-multiply",
+)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Every hyper-parameter of a separation network (saved as ``config.json``)."""
+
+    instruments: tuple[str, ...] = CODES
+    architecture: Literal["unet", "mhunet"] = "unet"
+    conditioning: Conditioning = "label-multiply"
+    context_dim: int = 13
+    mask: Literal["ratio", "binary"] = "ratio"
+    channels: tuple[int, ...] = (16, 32, 64, 128, 256, 512)
+    dropout: float = 0.2
+    spectral: SpectralConfig = field(default_factory=SpectralConfig)
+
+    def __post_init__(self) -> None:
+        if self.conditioning not in CONDITIONINGS:
+            raise ValueError(f"unknown conditioning '{self.conditioning}'; one of {CONDITIONINGS}")
+        if self.architecture not in ("unet", "mhunet"):
+            raise ValueError(f"unknown architecture '{self.architecture}'; unet or mhunet")
+        if self.mask not in ("ratio", "binary"):
+            raise ValueError(f"unknown mask '{self.mask}'; ratio or binary")
+        if len(self.channels) < 2:
+            raise ValueError("channels needs at least two levels")
+        if self.conditioning == "label-multiply" and self.context_dim != len(self.instruments):
+            raise ValueError("label-multiply needs context_dim equal to the number of instruments")
+
+    @property
+    def sources(self) -> int:
+        return len(self.instruments)
+
+    @property
+    def conditioned(self) -> bool:
+        return self.conditioning != "none"
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"unknown model config keys: {sorted(unknown)}")
+        kwargs = dict(data)
+        if "spectral" in kwargs:
+            kwargs["spectral"] = SpectralConfig(**kwargs["spectral"])
+        for key in ("instruments", "channels"):
+            if key in kwargs:
+                kwargs[key] = tuple(kwargs[key])
+        return cls(**kwargs)
+
+
+class FiLM(nn.Module):
+    """Feature-wise linear modulation: (1 + gamma(c)) * x + beta(c), broadcast over F and T."""
+
+    def __init__(self, context_dim: int, channels: int) -> None:
+        super().__init__()
+        self.linear = nn.Linear(context_dim, 2 * channels)
+        nn.init.zeros_(self.linear.weight)
+        nn.init.zeros_(self.linear.bias)
+
+    def forward(self, x: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+        """x (B, C, F, T), context (B, D) -> (B, C, F, T)."""
+        gamma, beta = self.linear(context).to(x.dtype)[:, :, None, None].chunk(2, dim=1)
+        return (1 + gamma) * x + beta
+
+
+class EncoderBlock(nn.Module):
+    """Conv 4x4 stride 2 -> BatchNorm -> [FiLM] -> LeakyReLU(0.2)."""
+
+    def __init__(self, cin: int, cout: int, film_dim: int | None) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(cin, cout, 4, stride=2, padding=1, bias=False)
+        self.norm = nn.BatchNorm2d(cout)
+        self.film = FiLM(film_dim, cout) if film_dim else None
+
+    def forward(self, x: torch.Tensor, context: torch.Tensor | None) -> torch.Tensor:
+        x = self.norm(self.conv(x))
+        if self.film is not None:
+            x = self.film(x, context)
+        return F.leaky_relu(x, 0.2)
+
+
+class Decoder(nn.Module):
+    """Upsample x2 (bilinear) -> concat skip -> Conv 3x3 -> BN -> ReLU -> Dropout, per level.
+
+    The last level concatenates the network input and ends in a plain 3x3 conv (the logits).
+    """
+
+    def __init__(self, channels: tuple[int, ...], outputs: int, dropout: float) -> None:
+        super().__init__()
+        enc = list(channels)  # encoder outputs, shallow to deep
+        skips = [1, *enc[:-1]][::-1]  # skip channels, deep to shallow; last is the input
+        outs = [*enc[:-1][::-1], outputs]
+        self.levels = nn.ModuleList()
+        cin = enc[-1]
+        for i, (skip, cout) in enumerate(zip(skips, outs, strict=True)):
+            last = i == len(outs) - 1
+            if last:
+                self.levels.append(nn.Conv2d(skip + cin, cout, 3, padding=1))
+            else:
+                self.levels.append(nn.Sequential(
+                    nn.Conv2d(skip + cin, cout, 3, padding=1, bias=False),
+                    nn.BatchNorm2d(cout),
+                    nn.ReLU(inplace=True),
+                    nn.Dropout(dropout),
+                ))
+            cin = cout
+
+    def forward(self, x: torch.Tensor, skips: list[torch.Tensor]) -> torch.Tensor:
+        """x: bottleneck; skips: encoder outputs deep to shallow, then the input -> logits."""
+        for level, skip in zip(self.levels, skips, strict=True):
+            x = F.interpolate(x, size=skip.shape[-2:], mode="bilinear", align_corners=True)
+            x = level(torch.cat([skip, x], dim=1))
+        return x
+
+
+class ConditionedUNet(nn.Module):
+    """The paper's separation network.
+
+    forward(inp (B, 1, rows, T), context (B, context_dim) or None) -> masks (B, K, rows, T) in
+    [0, 1] (sigmoid of the logits). ``rows`` and ``T`` must be multiples of 2**len(channels).
+    """
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.config = config
+        ch, cond, k = config.channels, config.conditioning, config.sources
+        film_enc = config.context_dim if cond == "film-encoder" else None
+        self.encoder = nn.ModuleList(
+            EncoderBlock(cin, cout, film_enc) for cin, cout in zip((1, *ch[:-2]), ch[:-1])
+        )
+        self.bottleneck = nn.Conv2d(ch[-2], ch[-1], 4, stride=2, padding=1, bias=False)
+        self.film_bottleneck = FiLM(config.context_dim, ch[-1]) if cond == "film-bottleneck" else None
+        self.film_final = FiLM(config.context_dim, k) if cond == "film-final" else None
+        outputs, count = (k, 1) if config.architecture == "unet" else (1, k)
+        self.decoders = nn.ModuleList(
+            Decoder(ch, outputs, config.dropout) for _ in range(count)
+        )
+
+    @property
+    def multiple(self) -> int:
+        """Input height and width must be multiples of this."""
+        return 2 ** len(self.config.channels)
+
+    def logits(self, inp: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
+        """Pre-activation outputs (B, K, rows, T)."""
+        cfg = self.config
+        if cfg.conditioned and context is None:
+            raise ValueError(f"a '{cfg.conditioning}' model needs a context vector")
+        x, skips = inp, [inp]
+        for block in self.encoder:
+            x = block(x, context)
+            skips.append(x)
+        x = self.bottleneck(x)
+        if self.film_bottleneck is not None:
+            x = self.film_bottleneck(x, context)
+        skips = skips[::-1]
+        out = torch.cat([dec(x, skips) for dec in self.decoders], dim=1)
+        if self.film_final is not None:
+            out = self.film_final(out, context)
+        return out
+
+    def forward(self, inp: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
+        masks = torch.sigmoid(self.logits(inp, context))
+        if self.config.conditioning == "label-multiply":
+            masks = masks * context[:, :, None, None].to(masks.dtype)
+        return masks

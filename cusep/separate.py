@@ -1,0 +1,329 @@
+"""The Separator: one signal in, one stem per requested instrument out.
+
+The flow per window (overlapping windows of one model segment, triangular cross-fade):
+mono mixture at the model rate -> STFT features -> ConditionedUNet masks -> masks mapped onto the
+input's own STFT grid (full band: the top band's mask is extended above the model's Nyquist) ->
+EM Wiener filter on every input channel -> mixture-consistent residual -> iSTFT at the input rate.
+Windows are batched through the network and the filter; the output is produced in order, block by
+block, so memory stays bounded whatever the length.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import math
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+
+from .audio import resample, to_mono
+from .checkpoint import ModelDir, load_model
+from .errors import CusepError
+from .instruments import BY_CODE, label_vector, parse_instruments
+from .model import ConditionedUNet
+from .spectral import from_grid, interp_axis, istft, scale_magnitude, stft, to_grid
+from .wiener import wiener
+
+Precision = Literal["auto", "fp32", "bf16", "fp16"]
+Progress = Callable[[int, int], None]
+
+
+@dataclass(frozen=True)
+class SeparatorConfig:
+    """How a Separator runs a model (not what the model is)."""
+
+    wiener_iterations: int = 2
+    overlap: float = 0.25
+    batch_size: int = 4
+    precision: Precision = "auto"
+    residual: bool = True
+    """Distribute what the estimates miss so the stems sum to the mixture (off: raw estimates)."""
+
+    def __post_init__(self) -> None:
+        if self.wiener_iterations < 0:
+            raise CusepError("--wiener-iterations must be 0 or more")
+        if not 0.0 <= self.overlap < 1.0:
+            raise CusepError("--overlap must be in [0, 1)")
+        if self.batch_size < 1:
+            raise CusepError("--batch-size must be at least 1")
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """'auto' -> first CUDA device if any, else CPU; validates 'cuda[:i]'."""
+    if isinstance(device, torch.device):
+        return device
+    name = device.strip().lower()
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(name)
+    except RuntimeError:
+        raise CusepError(f"unknown device '{device}'; use auto, cpu, cuda or cuda:N") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise CusepError(f"device '{device}' asked for but CUDA is not available; use --device cpu")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise CusepError(
+                f"device '{device}' does not exist; {torch.cuda.device_count()} CUDA device(s) found"
+            )
+    elif dev.type != "cpu":
+        raise CusepError(f"unsupported device '{device}'; use auto, cpu, cuda or cuda:N")
+    return dev
+
+
+@lru_cache(maxsize=1)
+def cpu_supports_bf16() -> bool:
+    """True on CPUs with native bfloat16 matrix instructions (AVX512-BF16 or AMX)."""
+    cpu = getattr(torch._C, "_cpu", None)
+    checks = ("_is_amx_tile_supported", "_is_avx512_bf16_supported")
+    return any(bool(getattr(cpu, name, lambda: False)()) for name in checks)
+
+
+def tune_cpu_allocator() -> None:
+    """Keep glibc malloc from returning large buffers to the OS after every pass (ENV.md)."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(-4, 0)  # M_MMAP_MAX
+        libc.mallopt(-1, 2**31 - 1)  # M_TRIM_THRESHOLD
+    except (OSError, AttributeError):
+        pass
+
+
+def autocast_dtype(device: torch.device, precision: Precision) -> torch.dtype | None:
+    """The autocast dtype for the network, or None for plain float32."""
+    if precision == "fp32":
+        return None
+    if precision == "bf16":
+        return torch.bfloat16
+    if precision == "fp16":
+        return torch.float16
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.bfloat16 if cpu_supports_bf16() else None
+
+
+def mask_positions(model_rate: int, n_fft: int, hop: int, in_rate: int, in_fft: int,
+                   in_hop: int, in_frames: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Fractional (model bin, model frame) indices of every input-grid bin and frame.
+
+    Input bins above the model's Nyquist point past the last model bin, where the caller puts
+    the extended top-band mask.
+    """
+    in_bins = in_fft // 2 + 1
+    freqs = torch.arange(in_bins, dtype=torch.float64) * in_rate / in_fft
+    bins = freqs * n_fft / model_rate
+    times = torch.arange(in_frames, dtype=torch.float64) * in_hop / in_rate
+    frames = times * model_rate / hop
+    return bins.float(), frames.float()
+
+
+def extend_and_map(masks: torch.Tensor, bins: torch.Tensor, frames: torch.Tensor) -> torch.Tensor:
+    """Model-grid masks (..., F, T) -> input grid (..., len(bins), len(frames)).
+
+    One extra row, the mean mask of the top quarter of the model's band, stands just above the
+    model's Nyquist, so higher input frequencies get that band's mask instead of nothing.
+    """
+    f = masks.shape[-2]
+    top = masks[..., f - f // 4:, :].mean(dim=-2, keepdim=True)
+    extended = torch.cat([masks, top], dim=-2)
+    out = interp_axis(extended, bins.clamp(max=f), dim=-2)
+    return interp_axis(out, frames, dim=-1)
+
+
+def consistent(estimates: torch.Tensor, mix: torch.Tensor) -> torch.Tensor:
+    """Add to each estimate its energy share of the residual so estimates sum to the mixture.
+
+    estimates complex (..., K), mix complex (...) -> complex (..., K).
+    """
+    residual = mix - estimates.sum(-1)
+    power = estimates.real**2 + estimates.imag**2
+    total = power.sum(-1, keepdim=True)
+    k = estimates.shape[-1]
+    share = torch.where(total > 0, power / total.clamp_min(1e-30), torch.full_like(power, 1 / k))
+    return estimates + residual.unsqueeze(-1) * share
+
+
+def crossfade_window(length: int, overlap: int) -> np.ndarray:
+    """Triangular fade-in/out weights (length,) for overlap-add; never zero."""
+    t = np.arange(length, dtype=np.float64)
+    ramp = np.minimum((t + 1) / (overlap + 1), (length - t) / (overlap + 1))
+    return np.minimum(1.0, ramp).astype(np.float32)
+
+
+class Separator:
+    """Runs a separation model over signals of any length, rate and channel count.
+
+    >>> sep = Separator("cusep-label-v1", device="cpu")
+    >>> stems = sep.separate(audio, 44100, ["vn", "vc"])  # audio (channels, samples)
+    """
+
+    def __init__(self, model: str | Path | ConditionedUNet | None = None,
+                 device: str | torch.device = "auto",
+                 config: SeparatorConfig | None = None) -> None:
+        self.device = resolve_device(device)
+        self.config = config or SeparatorConfig()
+        self.model_dir: ModelDir | None = None
+        if isinstance(model, ConditionedUNet):
+            self.model = model.to(self.device).eval()
+        else:
+            self.model, self.model_dir = load_model(model, device=self.device)
+        self.dtype = autocast_dtype(self.device, self.config.precision)
+        if self.device.type == "cpu":
+            tune_cpu_allocator()
+            if self.dtype is not None:
+                self.model = self.model.to(memory_format=torch.channels_last)
+
+    @property
+    def instruments(self) -> tuple[str, ...]:
+        """Instrument codes this model can separate."""
+        return self.model.config.instruments
+
+    @property
+    def name(self) -> str:
+        return self.model_dir.path.name if self.model_dir else "in-memory model"
+
+    @property
+    def precision(self) -> str:
+        return {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[self.dtype]
+
+    def check_instruments(self, instruments: str | Sequence[str]) -> tuple[str, ...]:
+        """Parse and check the requested instruments against the model's classes."""
+        codes = parse_instruments(instruments)
+        missing = [c for c in codes if c not in self.instruments]
+        if missing:
+            names = ", ".join(f"{c} ({BY_CODE[c].name})" for c in missing)
+            raise CusepError(
+                f"model '{self.name}' cannot separate {names}; it knows: {', '.join(self.instruments)}"
+            )
+        return codes
+
+    def separate(self, audio: np.ndarray | torch.Tensor, sample_rate: int,
+                 instruments: str | Sequence[str], progress: Progress | None = None,
+                 ) -> dict[str, np.ndarray]:
+        """audio (channels, samples) or (samples,) -> {code: stem with the input's shape}."""
+        codes = self.check_instruments(instruments)
+        arr = np.asarray(audio.detach().cpu() if isinstance(audio, torch.Tensor) else audio)
+        mono_input = arr.ndim == 1
+        blocks = list(self.iter_blocks(arr, sample_rate, codes, progress))
+        stems = np.concatenate(blocks, axis=-1)
+        return {c: (stems[i, 0] if mono_input else stems[i]) for i, c in enumerate(codes)}
+
+    def iter_blocks(self, audio: np.ndarray, sample_rate: int, codes: Sequence[str],
+                    progress: Progress | None = None) -> Iterator[np.ndarray]:
+        """Yield consecutive output blocks (K, channels, n) covering the input exactly."""
+        spec = self.model.config.spectral
+        audio = _check_signal(audio, sample_rate, spec.n_fft, spec.sample_rate)
+        channels, total = audio.shape
+        rate = spec.sample_rate
+        mono = resample(to_mono(audio), sample_rate, rate).astype(np.float32)
+        seg = spec.segment
+        overlap = int(round(seg * self.config.overlap))
+        step = seg - overlap
+        starts = list(range(0, max(len(mono) - overlap, 1), step))
+        ratio = sample_rate / rate
+        seg_in = int(math.ceil(seg * ratio))
+        overlap_in = int(round(overlap * ratio))
+        weight = crossfade_window(seg_in, overlap_in)
+        padded_len = int(round(starts[-1] * ratio)) + seg_in
+        mono = np.pad(mono, (0, max(0, starts[-1] + seg - len(mono))))
+        audio = np.pad(audio, ((0, 0), (0, max(0, padded_len - total))))
+        context = torch.tensor([label_vector(codes, self.instruments)], device=self.device)
+        index = torch.tensor([self.instruments.index(c) for c in codes], device=self.device)
+
+        acc = np.zeros((len(codes), channels, 0), np.float32)
+        acc_w = np.zeros(0, np.float32)
+        base = 0  # absolute input position of acc[..., 0]
+        for b0 in range(0, len(starts), self.config.batch_size):
+            batch = starts[b0:b0 + self.config.batch_size]
+            offsets = [int(round(s * ratio)) for s in batch]
+            model_in = torch.from_numpy(np.stack([mono[s:s + seg] for s in batch]))
+            chunk = torch.from_numpy(np.stack([audio[:, o:o + seg_in] for o in offsets]))
+            out = self._process(model_in, chunk, context, index, sample_rate).numpy()
+            for o, stems in zip(offsets, out, strict=True):
+                end = o + seg_in
+                if end - base > acc.shape[-1]:
+                    grow = end - base - acc.shape[-1]
+                    acc = np.concatenate([acc, np.zeros((*acc.shape[:2], grow), np.float32)], -1)
+                    acc_w = np.concatenate([acc_w, np.zeros(grow, np.float32)])
+                acc[..., o - base:end - base] += stems * weight
+                acc_w[o - base:end - base] += weight
+            nxt = b0 + self.config.batch_size
+            final = min(total, int(round(starts[nxt] * ratio)) if nxt < len(starts) else total)
+            if final > base:
+                n = final - base
+                yield acc[..., :n] / acc_w[:n]
+                acc, acc_w, base = acc[..., n:], acc_w[n:], final
+            if progress is not None:
+                progress(final, total)
+
+    @torch.inference_mode()
+    def _process(self, model_in: torch.Tensor, chunk: torch.Tensor, context: torch.Tensor,
+                 index: torch.Tensor, sample_rate: int) -> torch.Tensor:
+        """model_in (B, seg) at the model rate, chunk (B, C, seg_in) at the input rate ->
+        stems (B, K, C, seg_in) on the CPU."""
+        spec = self.model.config.spectral
+        model_in, chunk = model_in.to(self.device), chunk.to(self.device)
+        bsz = model_in.shape[0]
+        mag = stft(model_in, spec.n_fft, spec.hop).abs()
+        inp = scale_magnitude(to_grid(mag, spec), spec.mag_scale).unsqueeze(1)
+        ctx = context.expand(bsz, -1)
+        if self.dtype is not None:
+            if self.device.type == "cpu":
+                inp = inp.contiguous(memory_format=torch.channels_last)
+            with torch.autocast(self.device.type, dtype=self.dtype):
+                masks = self.model(inp, ctx)
+        else:
+            masks = self.model(inp, ctx)
+        masks = from_grid(masks.float(), spec)[:, index]  # (B, K, F, T)
+
+        ratio = sample_rate / spec.sample_rate
+        in_fft = spec.n_fft if sample_rate == spec.sample_rate else 2 * round(spec.n_fft * ratio / 2)
+        in_hop = spec.hop if sample_rate == spec.sample_rate else round(spec.hop * ratio)
+        x = stft(chunk, in_fft, in_hop)  # (B, C, Fi, Ti)
+        bins, frames = mask_positions(spec.sample_rate, spec.n_fft, spec.hop, sample_rate,
+                                      in_fft, in_hop, x.shape[-1])
+        m = extend_and_map(masks, bins, frames)  # (B, K, Fi, Ti)
+        v = m.unsqueeze(2) * x.abs().unsqueeze(1)  # (B, K, C, Fi, Ti)
+        v = v.permute(0, 4, 3, 2, 1)  # (B, Ti, Fi, C, K)
+        xw = x.permute(0, 3, 2, 1)  # (B, Ti, Fi, C)
+        y = wiener(v.contiguous(), xw.contiguous(), iterations=self.config.wiener_iterations)
+        if self.config.residual:
+            y = consistent(y, xw)
+        y = y.permute(0, 4, 3, 2, 1)  # (B, K, C, Fi, Ti)
+        return istft(y, chunk.shape[-1], in_fft, in_hop).float().cpu()
+
+
+def _check_signal(audio: np.ndarray, sample_rate: int, n_fft: int, model_rate: int) -> np.ndarray:
+    """Validate and normalise the input to float32 (channels, samples)."""
+    a = np.asarray(audio, dtype=np.float32)
+    if a.ndim == 1:
+        a = a[None]
+    if a.ndim != 2:
+        raise CusepError(f"audio must be (channels, samples) or (samples,), got shape {a.shape}")
+    if sample_rate <= 0:
+        raise CusepError(f"invalid sample rate {sample_rate}")
+    if a.shape[-1] == 0:
+        raise CusepError("the audio is empty (zero samples); give a recording with sound")
+    min_len = int(math.ceil(n_fft * sample_rate / model_rate))
+    if a.shape[-1] < min_len:
+        raise CusepError(
+            f"the audio is too short ({a.shape[-1]} samples at {sample_rate} Hz); "
+            f"cusep needs at least {min_len} samples (one STFT frame, {n_fft / model_rate * 1000:.0f} ms)"
+        )
+    if not np.isfinite(a).all():
+        raise CusepError("the audio contains NaN or infinite samples; repair or re-export it")
+    return a
+
+
+def separate(audio: np.ndarray | torch.Tensor, sample_rate: int,
+             instruments: str | Sequence[str], model: str | Path | None = None,
+             device: str = "auto", wiener_iterations: int = 2) -> dict[str, np.ndarray]:
+    """One-call API: audio (channels, samples) or (samples,) -> {instrument code: stem}."""
+    sep = Separator(model, device=device,
+                    config=SeparatorConfig(wiener_iterations=wiener_iterations))
+    return sep.separate(audio, sample_rate, instruments)

@@ -1,0 +1,133 @@
+"""The one STFT of cusep: transforms, frequency grids and magnitude scalings (paper Table V).
+
+Shapes: ``...`` is any number of leading dims; ``F`` frequency bins (512 on the linear grid at the
+paper's n_fft of 1022), ``T`` frames (256 per 65535-sample segment).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+
+FreqScale = Literal["linear", "log"]
+MagScale = Literal["dbnorm", "log"]
+
+MAG_FLOOR = 1e-4
+_AMIN = 2.0**-16
+
+
+@dataclass(frozen=True)
+class SpectralConfig:
+    """Front-end parameters shared by training, separation and evaluation."""
+
+    sample_rate: int = 11025
+    n_fft: int = 1022
+    hop: int = 256
+    segment: int = 65535
+    freq_scale: FreqScale = "linear"
+    mag_scale: MagScale = "dbnorm"
+    log_rows: int = 256
+
+    @property
+    def bins(self) -> int:
+        """Linear-frequency bins of the STFT."""
+        return self.n_fft // 2 + 1
+
+    @property
+    def frames(self) -> int:
+        """Frames of one segment (centred STFT)."""
+        return self.segment // self.hop + 1
+
+    @property
+    def rows(self) -> int:
+        """Frequency rows the network sees."""
+        return self.bins if self.freq_scale == "linear" else self.log_rows
+
+
+def stft(x: torch.Tensor, n_fft: int = 1022, hop: int = 256) -> torch.Tensor:
+    """Centred STFT with a periodic Hann window. (..., samples) -> complex (..., F, T)."""
+    shape = x.shape
+    window = torch.hann_window(n_fft, periodic=True, device=x.device, dtype=x.dtype)
+    spec = torch.stft(
+        x.reshape(-1, shape[-1]), n_fft, hop, n_fft, window,
+        center=True, pad_mode="reflect", return_complex=True,
+    )
+    return spec.reshape(*shape[:-1], *spec.shape[-2:])
+
+
+def istft(spec: torch.Tensor, length: int, n_fft: int = 1022, hop: int = 256) -> torch.Tensor:
+    """Inverse of :func:`stft`. complex (..., F, T) -> (..., length)."""
+    shape = spec.shape
+    window = torch.hann_window(n_fft, periodic=True, device=spec.device, dtype=spec.real.dtype)
+    x = torch.istft(
+        spec.reshape(-1, *shape[-2:]), n_fft, hop, n_fft, window, center=True, length=length
+    )
+    return x.reshape(*shape[:-2], length)
+
+
+def interp_axis(x: torch.Tensor, positions: torch.Tensor, dim: int) -> torch.Tensor:
+    """Linear interpolation of ``x`` along ``dim`` at fractional indices ``positions`` (clamped)."""
+    n = x.shape[dim]
+    pos = positions.to(device=x.device, dtype=torch.float32).clamp(0, n - 1)
+    lo = pos.floor().long().clamp(max=max(n - 2, 0))
+    w = (pos - lo).to(x.dtype)
+    hi = (lo + 1).clamp(max=n - 1)
+    shape = [1] * x.dim()
+    shape[dim] = -1
+    a, b = x.index_select(dim, lo), x.index_select(dim, hi)
+    return a + (b - a) * w.view(shape)
+
+
+def log_grid_positions(bins: int, rows: int) -> torch.Tensor:
+    """Fractional linear-bin index sampled by each log-grid row: y = (21^t - 11) / 10."""
+    t = torch.linspace(0, 1, rows, dtype=torch.float64)
+    y = (21.0**t - 11.0) / 10.0
+    return ((y + 1) / 2 * (bins - 1)).float()
+
+
+def inverse_log_grid_positions(bins: int, rows: int) -> torch.Tensor:
+    """Fractional log-grid row for each linear bin: 2 * log21(10 y + 11) - 1, y in [-1, 1]."""
+    y = torch.linspace(-1, 1, bins, dtype=torch.float64)
+    r = 2 * torch.log(10 * y + 11) / math.log(21) - 1
+    return ((r + 1) / 2 * (rows - 1)).float()
+
+
+def to_grid(mag: torch.Tensor, config: SpectralConfig) -> torch.Tensor:
+    """Linear bins to the network's frequency grid. (..., F, T) -> (..., rows, T)."""
+    if config.freq_scale == "linear":
+        return mag
+    return interp_axis(mag, log_grid_positions(config.bins, config.log_rows), dim=-2)
+
+
+def from_grid(mask: torch.Tensor, config: SpectralConfig) -> torch.Tensor:
+    """Network grid back to linear bins. (..., rows, T) -> (..., F, T)."""
+    if config.freq_scale == "linear":
+        return mask
+    return interp_axis(mask, inverse_log_grid_positions(config.bins, config.log_rows), dim=-2)
+
+
+def scale_magnitude(mag: torch.Tensor, kind: MagScale) -> torch.Tensor:
+    """Network input scaling of a magnitude (..., F, T) (the floor is added here).
+
+    ``dbnorm``: ln(1 + m / amin) / ln(1 + 1 / amin), then each item min-max normalised to [-1, 1].
+    ``log``: ln(m).
+    """
+    m = mag + MAG_FLOOR
+    if kind == "log":
+        return torch.log(m)
+    db = torch.log1p(m / _AMIN) / math.log1p(1 / _AMIN)
+    flat = db.flatten(-2)
+    lo = flat.amin(-1, keepdim=True).unsqueeze(-1)
+    hi = flat.amax(-1, keepdim=True).unsqueeze(-1)
+    out = (db - lo) / (hi - lo) * 2 - 1
+    return torch.nan_to_num(out, nan=0.0, posinf=0.0, neginf=0.0)
+
+
+def features(mix: torch.Tensor, config: SpectralConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mixture waveform (B, samples) -> (network input (B, 1, rows, T), complex STFT (B, F, T))."""
+    spec = stft(mix, config.n_fft, config.hop)
+    inp = scale_magnitude(to_grid(spec.abs(), config), config.mag_scale)
+    return inp.unsqueeze(1), spec

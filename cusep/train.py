@@ -1,0 +1,407 @@
+"""Training: one loop for every preset, on CPU or CUDA, one process or DistributedDataParallel.
+
+The whole data path runs on the training device: stems held in memory (StemBank), mixtures drawn
+by MixtureSampler, STFT and targets computed on the device, so no data-loader workers are needed.
+A run folder holds ``config.json``, ``metrics.jsonl``, ``checkpoint.pt`` (everything to resume
+exactly) and ``best.safetensors`` (the weights with the best validation SI-SDR).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from safetensors.torch import load_file, save_file
+from torch.nn import functional as F
+
+from .config import TrainConfig, config_from_dict
+from .data.mixing import Batch, MixtureSampler, StemBank, make_generator
+from .data.solos import scan_solos, split_solos
+from .data.urmp import scan_urmp
+from .errors import CusepError
+from .metrics import si_sdr
+from .model import ConditionedUNet
+from .separate import autocast_dtype, tune_cpu_allocator
+from .spectral import MAG_FLOOR, SpectralConfig, from_grid, istft, scale_magnitude, stft, to_grid
+
+Log = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class Targets:
+    """Network input and training targets of a batch, all on the device.
+
+    inp (B, 1, rows, T); ratio (B, K, rows, T) ratio masks; binary (B, K, rows, T); mix_spec
+    complex (B, F, T); src_mag (B, K, rows, T) source magnitudes on the network grid.
+    """
+
+    inp: torch.Tensor
+    ratio: torch.Tensor
+    binary: torch.Tensor
+    mix_spec: torch.Tensor
+    mix_mag: torch.Tensor
+    src_mag: torch.Tensor
+
+
+def make_targets(batch: Batch, spec: SpectralConfig) -> Targets:
+    """Ratio masks |S_i| / sum_j |S_j| and binary masks [|S_i| >= |X| - |S_i|] of a batch."""
+    mix_spec = stft(batch.mix, spec.n_fft, spec.hop)
+    mix_mag = to_grid(mix_spec.abs(), spec)
+    src_mag = to_grid(stft(batch.sources, spec.n_fft, spec.hop).abs(), spec)
+    total = src_mag.sum(1, keepdim=True)
+    ratio = (src_mag + MAG_FLOOR / src_mag.shape[1]) / (total + MAG_FLOOR)
+    binary = (src_mag >= mix_mag.unsqueeze(1) - src_mag).float() * (src_mag > MAG_FLOOR)
+    inp = scale_magnitude(mix_mag, spec.mag_scale).unsqueeze(1)
+    return Targets(inp, ratio, binary, mix_spec, mix_mag.unsqueeze(1), src_mag)
+
+
+def separation_loss(model: torch.nn.Module, t: Targets, context: torch.Tensor, kind: str,
+                    pos_weight: float) -> torch.Tensor:
+    """l2: MSE of ratio masks (paper); bce: BCE of binary masks (pos_weight); mag-l1: L1 of the
+    masked mixture magnitude against the source magnitude, relative to the mixture's mean."""
+    if kind == "bce":
+        logits = model.logits(t.inp, context).float()
+        weight = torch.tensor(pos_weight, device=logits.device)
+        return F.binary_cross_entropy_with_logits(logits, t.binary, pos_weight=weight)
+    masks = model(t.inp, context).float()
+    if kind == "l2":
+        return F.mse_loss(masks, t.ratio)
+    if kind == "mag-l1":
+        scale = t.mix_mag.mean(dim=(1, 2, 3), keepdim=True) + 1e-8
+        return ((masks * t.mix_mag - t.src_mag).abs() / scale).mean()
+    raise CusepError(f"unknown loss '{kind}'; l2, bce or mag-l1")
+
+
+def estimate_sources(masks: torch.Tensor, mix_spec: torch.Tensor, spec: SpectralConfig,
+                     length: int) -> torch.Tensor:
+    """Soft-mask estimates: masks (B, K, rows, T), mix complex (B, F, T) -> (B, K, length)."""
+    lin = from_grid(masks.float(), spec)
+    return istft(lin * mix_spec.unsqueeze(1), length, spec.n_fft, spec.hop)
+
+
+class Trainer:
+    """Trains a ConditionedUNet as a TrainConfig says, writing a resumable run folder."""
+
+    def __init__(self, config: TrainConfig, run_dir: Path, device: torch.device,
+                 log: Log = print, command: str = "") -> None:
+        self.config = config
+        self.run_dir = Path(run_dir)
+        self.device = device
+        self.log = log
+        self.command = command
+        self.world = dist.get_world_size() if dist.is_initialized() else 1
+        self.rank = dist.get_rank() if dist.is_initialized() else 0
+        self.main = self.rank == 0
+        torch.manual_seed(config.optim.seed)
+        self.model = ConditionedUNet(config.model).to(device)
+        self.amp = autocast_dtype(device, "auto")
+        if device.type == "cpu":
+            tune_cpu_allocator()
+            if self.amp is not None:
+                self.model = self.model.to(memory_format=torch.channels_last)
+        self.net: torch.nn.Module = self.model
+        if self.world > 1:
+            self.net = torch.nn.parallel.DistributedDataParallel(
+                self.model, device_ids=[device.index] if device.type == "cuda" else None)
+        opt = config.optim
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=opt.lr,
+                                          weight_decay=opt.weight_decay)
+        self.scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+            self.optimizer, mode="min", factor=opt.plateau_factor, patience=opt.plateau_patience)
+        self.generator = make_generator(opt.seed, self.rank, device)
+        self.step = 0
+        self.best = -math.inf
+        self.curriculum_best = math.inf
+        self.curriculum_wait = 0
+        self.max_sources = 2 if opt.curriculum else config.mixing.max_sources
+        self.train_sampler, self.valid_set = self._data()
+        self.train_sampler.set_max_sources(self.max_sources)
+
+    # -- data ----------------------------------------------------------------------------------
+    def _data(self) -> tuple[MixtureSampler, list[Batch]]:
+        cfg = self.config
+        train_bank, valid_bank = load_banks(cfg, self.log if self.main else (lambda s: None))
+        classes = cfg.model.instruments
+        train = MixtureSampler(train_bank.to(self.device), cfg.mixing, classes)
+        valid = MixtureSampler(valid_bank.to(self.device), cfg.mixing, classes)
+        gen = make_generator(cfg.optim.seed + 1_000_003, 0, self.device)
+        size = cfg.optim.batch_size
+        items = [valid.draw(min(size, cfg.optim.valid_items - i), gen)
+                 for i in range(0, cfg.optim.valid_items, size)]
+        return train, items
+
+    # -- state ---------------------------------------------------------------------------------
+    def state(self) -> dict:
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "step": self.step,
+            "best": self.best,
+            "curriculum": [self.curriculum_best, self.curriculum_wait, self.max_sources],
+            "generator": self.generator.get_state(),
+            "torch_rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state(self.device) if self.device.type == "cuda"
+            else torch.empty(0, dtype=torch.uint8),
+        }
+
+    def load_state(self, state: dict) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.step = int(state["step"])
+        self.best = float(state["best"])
+        cb, cw, ms = state["curriculum"]
+        self.curriculum_best, self.curriculum_wait, self.max_sources = float(cb), int(cw), int(ms)
+        self.train_sampler.set_max_sources(self.max_sources)
+        self.generator.set_state(state["generator"].to("cpu"))
+        torch.set_rng_state(state["torch_rng"].cpu())
+        if self.device.type == "cuda" and state["cuda_rng"].numel():
+            torch.cuda.set_rng_state(state["cuda_rng"].cpu(), self.device)
+
+    def save_checkpoint(self) -> None:
+        if not self.main:
+            return
+        path = self.run_dir / "checkpoint.pt"
+        tmp = path.with_suffix(".tmp")
+        torch.save(self.state(), tmp)
+        os.replace(tmp, path)
+
+    def resume(self) -> bool:
+        """Load the run folder's checkpoint if any (every rank). True if resumed."""
+        path = self.run_dir / "checkpoint.pt"
+        if not path.exists():
+            return False
+        state = torch.load(path, map_location=self.device, weights_only=True)
+        self.load_state(state)
+        if self.world > 1:  # each rank continues its own stream, decorrelated from the others
+            self.generator.manual_seed(self.config.optim.seed + 7919 * self.rank + self.step)
+        return True
+
+    # -- loop ----------------------------------------------------------------------------------
+    def _autocast(self):
+        if self.amp is None:
+            return torch.autocast(self.device.type, enabled=False)
+        return torch.autocast(self.device.type, dtype=self.amp)
+
+    def train_step(self) -> float:
+        cfg = self.config
+        self.net.train()
+        batch = self.train_sampler.draw(cfg.optim.batch_size, self.generator)
+        t = make_targets(batch, cfg.model.spectral)
+        inp = t.inp.contiguous(memory_format=torch.channels_last) if (
+            self.device.type == "cpu" and self.amp is not None) else t.inp
+        t = Targets(inp, t.ratio, t.binary, t.mix_spec, t.mix_mag, t.src_mag)
+        with self._autocast():
+            loss = separation_loss(self.net, t, batch.present, cfg.optim.loss,
+                                   cfg.optim.bce_pos_weight)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.optim.grad_clip)
+        self.optimizer.step()
+        self.step += 1
+        return float(loss.detach())
+
+    @torch.no_grad()
+    def validate(self) -> dict[str, float]:
+        """Loss and SI-SDR (soft masks, present sources) on the fixed validation mixtures."""
+        cfg = self.config
+        self.model.eval()
+        losses, scores, gains = [], [], []
+        for batch in self.valid_set:
+            t = make_targets(batch, cfg.model.spectral)
+            with self._autocast():
+                losses.append(float(separation_loss(self.model, t, batch.present,
+                                                    cfg.optim.loss, cfg.optim.bce_pos_weight)))
+                masks = (torch.sigmoid(self.model.logits(t.inp, batch.present))
+                         if cfg.optim.loss == "bce" else self.model(t.inp, batch.present))
+            if cfg.model.conditioning == "label-multiply" or cfg.optim.loss == "bce":
+                masks = masks.float() * batch.present[:, :, None, None]
+            est = estimate_sources(masks, t.mix_spec, cfg.model.spectral, batch.mix.shape[-1])
+            active = batch.present.bool() & (batch.sources.abs().sum(-1) > 1e-5)
+            sdr = si_sdr(est, batch.sources)[active]
+            base = si_sdr(batch.mix.unsqueeze(1).expand_as(batch.sources), batch.sources)[active]
+            scores.append(sdr.float().cpu())
+            gains.append((sdr - base).float().cpu())
+        return {
+            "valid_loss": sum(losses) / len(losses),
+            "valid_si_sdr": float(torch.cat(scores).mean()),
+            "valid_si_sdri": float(torch.cat(gains).mean()),
+        }
+
+    def _curriculum(self, valid_loss: float) -> None:
+        opt = self.config.optim
+        if not opt.curriculum or self.max_sources >= self.config.mixing.max_sources:
+            return
+        if valid_loss < self.curriculum_best - 1e-4:
+            self.curriculum_best, self.curriculum_wait = valid_loss, 0
+            return
+        self.curriculum_wait += 1
+        if self.curriculum_wait >= opt.curriculum_patience:
+            self.max_sources += 1
+            self.train_sampler.set_max_sources(self.max_sources)
+            self.curriculum_best, self.curriculum_wait = math.inf, 0
+
+    def _write(self, record: dict) -> None:
+        if self.main:
+            with open(self.run_dir / "metrics.jsonl", "a") as fh:
+                fh.write(json.dumps(record) + "\n")
+
+    def fit(self, progress: bool = True) -> dict[str, float]:
+        """Train until max_steps or max_minutes; returns the last validation record."""
+        opt = self.config.optim
+        if self.main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            save_json(self.run_dir / "config.json", {
+                **self.config.to_dict(), "command": self.command,
+                "device": str(self.device), "world_size": self.world,
+            })
+        start = time.monotonic()
+        losses: list[float] = []
+        record: dict[str, float] = {}
+        bar = _Bar(opt.max_steps, self.step, enabled=progress and self.main)
+        while self.step < opt.max_steps:
+            losses.append(self.train_step())
+            bar.update(self.step, losses[-1])
+            out_of_time = opt.max_minutes > 0 and time.monotonic() - start > opt.max_minutes * 60
+            last = self.step >= opt.max_steps or out_of_time
+            if self.step % opt.valid_every == 0 or last:
+                record = {"step": self.step, "train_loss": sum(losses) / len(losses),
+                          "lr": self.optimizer.param_groups[0]["lr"],
+                          "max_sources": self.max_sources,
+                          "minutes": (time.monotonic() - start) / 60, **self.validate()}
+                losses = []
+                self.scheduler.step(record["valid_loss"])
+                self._curriculum(record["valid_loss"])
+                if record["valid_si_sdr"] > self.best:
+                    self.best = record["valid_si_sdr"]
+                    if self.main:
+                        save_weights(self.run_dir / "best.safetensors", self.model)
+                self._write(record)
+                bar.note(record)
+                if not progress and self.main:
+                    self.log(json.dumps(record))
+            if self.step % opt.checkpoint_every == 0 or last:
+                self.save_checkpoint()
+            if out_of_time:
+                break
+        bar.close()
+        return record
+
+
+def load_banks(cfg: TrainConfig, log: Log) -> tuple[StemBank, StemBank]:
+    """Training and validation audio as in ``cfg.data`` (validation split off if not given)."""
+    data, rate = cfg.data, cfg.model.spectral.sample_rate
+    if not data.train:
+        raise CusepError("no training data given; pass --data DIR (URMP layout, e.g. made by "
+                         "'cusep synth') or set data.train in the preset")
+    if data.layout == "solos":
+        files: dict[str, list[Path]] = {}
+        for root in data.train:
+            for code, paths in scan_solos(root).items():
+                files.setdefault(code, []).extend(paths)
+        if data.valid:
+            valid_files: dict[str, list[Path]] = {}
+            for root in data.valid:
+                for code, paths in scan_solos(root).items():
+                    valid_files.setdefault(code, []).extend(paths)
+        else:
+            files, valid_files = split_solos(files, data.valid_fraction)
+        train, valid = StemBank.from_solos(files, rate), StemBank.from_solos(valid_files, rate)
+    else:
+        pieces = [p for root in data.train for p in scan_urmp(root)]
+        if data.valid:
+            valid_pieces = [p for root in data.valid for p in scan_urmp(root)]
+        else:
+            cut = max(1, int(round(len(pieces) * (1 - data.valid_fraction))))
+            pieces, valid_pieces = pieces[:cut], pieces[cut:] or pieces[-1:]
+        train, valid = StemBank.from_urmp(pieces, rate), StemBank.from_urmp(valid_pieces, rate)
+    for name, bank in (("train", train), ("valid", valid)):
+        if len(bank) == 0:
+            raise CusepError(f"the {name} data holds no readable audio; check --data")
+        for path, reason in bank.skipped:
+            log(f"skipped unreadable {path}: {reason}")
+        minutes = bank.minutes_per_instrument()
+        log(f"{name}: {len(bank)} items, {sum(minutes.values()):.1f} source-minutes, "
+            + ", ".join(f"{c} {m:.1f}" for c, m in minutes.items()))
+    return train, valid
+
+
+def save_weights(path: Path, model: torch.nn.Module) -> None:
+    tmp = path.with_suffix(".tmp")
+    save_file({k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}, str(tmp))
+    os.replace(tmp, path)
+
+
+def load_weights(path: Path) -> dict[str, torch.Tensor]:
+    return load_file(str(path))
+
+
+def save_json(path: Path, data: dict) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, indent=2, default=str) + "\n")
+    os.replace(tmp, path)
+
+
+def read_run_config(run_dir: Path) -> tuple[TrainConfig, dict]:
+    """A run folder's TrainConfig and the extra keys saved beside it."""
+    path = Path(run_dir) / "config.json"
+    if not path.exists():
+        raise CusepError(f"'{run_dir}' is not a cusep run folder (no config.json)")
+    raw = json.loads(path.read_text())
+    extra = {k: raw.pop(k) for k in ("command", "device", "world_size") if k in raw}
+    return config_from_dict(raw), extra
+
+
+def setup_distributed(device: str) -> torch.device:
+    """Initialise torch.distributed when launched by torchrun; return this rank's device."""
+    from .separate import resolve_device
+
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return resolve_device(device)
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    dev = resolve_device(device)
+    if dev.type == "cuda":
+        dev = torch.device("cuda", local)
+        torch.cuda.set_device(dev)
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if dev.type == "cuda" else "gloo")
+    return dev
+
+
+class _Bar:
+    """A rich progress bar when attached to a terminal; silent otherwise."""
+
+    def __init__(self, total: int, done: int, enabled: bool) -> None:
+        self.progress = None
+        if enabled and sys.stderr.isatty():
+            from rich.progress import (
+                BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn,
+            )
+            self.progress = Progress(TextColumn("train"), BarColumn(), MofNCompleteColumn(),
+                                     TextColumn("{task.fields[info]}"), TimeRemainingColumn())
+            self.progress.start()
+            self.task = self.progress.add_task("train", total=total, completed=done, info="")
+
+    def update(self, step: int, loss: float) -> None:
+        if self.progress:
+            self.progress.update(self.task, completed=step, info=f"loss {loss:.4f}")
+
+    def note(self, record: dict) -> None:
+        if self.progress:
+            self.progress.console.print(
+                f"step {record['step']}: valid loss {record['valid_loss']:.4f}, "
+                f"SI-SDR {record['valid_si_sdr']:.2f} dB (+{record['valid_si_sdri']:.2f})")
+
+    def close(self) -> None:
+        if self.progress:
+            self.progress.stop()
