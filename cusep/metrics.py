@@ -4,12 +4,14 @@ Conventions follow the paper's test protocol: per segment and per source, no mea
 ``si_sdr``, ``sd_sdr``, ``pes`` and ``is_silent`` take numpy arrays or torch tensors (torch in,
 torch out, same device, differentiable); numpy inputs are computed in float64.
 
-BSS-eval reproduces ``mir_eval.separation.bss_eval_sources`` (512-tap distortion filters) and
-``museval.metrics.bss_eval`` (v4) without their per-source recomputation: per segment, the
-auto/cross-correlations of all references and estimates are computed at once with blockwise
-FFTs, the Gram matrix of delayed references is assembled from Toeplitz blocks and factorised
-once, and every energy of the decomposition is a quadratic form in the filter coefficients.
-"""
+BSS-eval gives the numbers of ``mir_eval.separation.bss_eval_sources`` (512-tap distortion
+filters) and ``museval.metrics.bss_eval`` (v4) without their per-source recomputation. Per
+segment: the auto/cross-correlations of all references and estimates at lags within the filter
+length are computed at once (blockwise FFTs summed in the frequency domain); the block-Toeplitz
+Gram matrix of the delayed references is solved once for all estimates with a multichannel
+Levinson recursion (O(L^2 n^3)), the single-reference systems with the same recursion; every
+energy of the decomposition (s_target, e_interf, e_artif, ...) is then a quadratic form in the
+filter coefficients, evaluated from the correlations without building any signal."""
 
 from __future__ import annotations
 
@@ -29,6 +31,7 @@ BSSVersion = Literal["v3", "v4"]
 Aggregation = Literal["median", "mean"]
 
 _FFT_SIZE = 8192  # block FFT length for the correlations
+_BLOCKS_PER_CHUNK = 16  # blocks transformed at once (bounds memory on long signals)
 _MAX_BRUTE_FORCE_SOURCES = 8  # above this, permutations are found with the Hungarian algorithm
 
 
@@ -117,7 +120,7 @@ class BSSResult:
 
 def _to_numpy(x: Array) -> np.ndarray:
     if isinstance(x, torch.Tensor):
-        x = x.detach().cpu().numpy()
+        x = x.detach().to("cpu", torch.float64).numpy()
     return np.asarray(x, dtype=np.float64)
 
 
@@ -137,84 +140,180 @@ def _check_pair(references: Array, estimates: Array) -> tuple[np.ndarray, np.nda
 
 @dataclass(frozen=True)
 class _Stats:
-    """Second-order statistics of one segment.
+    """Second-order statistics of one or more segments (leading dims ``...``).
 
-    gram: (n*L, n*L) inner products of delayed references; cross: (n*L, m) inner products of
-    delayed references with the estimates; energy: (m,) estimate energies.
+    corr: (..., n, n, 2L-1) with corr[..., i, j, k + L - 1] = sum_t s_i(t + k) s_j(t);
+    cross: (..., n, m, L) with cross[..., i, e, a] = <s_i delayed by a, s_hat_e>;
+    energy: (..., m) estimate energies.
     """
 
-    gram: np.ndarray
+    corr: np.ndarray
     cross: np.ndarray
     energy: np.ndarray
 
 
-def _block_spectra(x: np.ndarray, flen: int, block: int, nfft: int, extended: bool) -> np.ndarray:
-    """Spectra of consecutive blocks. (k, samples) -> (k, blocks, nfft // 2 + 1).
-
-    Plain blocks hold samples [b*block, (b+1)*block); extended blocks also hold flen - 1 samples
-    on each side (zeros outside the signal), so that their circular cross-correlation with a
-    plain block is exact for lags within +-(flen - 1).
-    """
-    k, n = x.shape
-    nblocks = -(-n // block)
-    if extended:
-        padded = np.zeros((k, nblocks * block + 2 * (flen - 1)))
-        padded[:, flen - 1 : flen - 1 + n] = x
-        frames = np.lib.stride_tricks.sliding_window_view(
-            padded, block + 2 * (flen - 1), axis=-1
-        )[:, ::block]
-    else:
-        padded = np.zeros((k, nblocks * block))
-        padded[:, :n] = x
-        frames = padded.reshape(k, nblocks, block)
-    return scipy.fft.rfft(frames, n=nfft, axis=-1)
-
-
 def _correlations(references: np.ndarray, others: np.ndarray, flen: int) -> np.ndarray:
-    """Cross-correlations for lags -(flen-1)..(flen-1).
+    """Cross-correlations for lags -(flen-1)..(flen-1). (n, T), (k, T) -> (n, k, 2*flen - 1).
 
-    references (n, samples), others (k, samples) -> (n, k, 2*flen - 1) with
-    out[i, j, lag + flen - 1] = sum_t references[i, t + lag] * others[j, t].
+    out[i, j, lag + flen - 1] = sum_t references[i, t + lag] * others[j, t]. The signals are cut
+    in blocks; each block of ``others`` is correlated with the matching block of ``references``
+    extended by flen - 1 samples on both sides (exact for these lags), and the products are
+    summed over blocks in the frequency domain, so only one short inverse FFT per pair is needed.
     """
-    n_samples = references.shape[-1]
+    n, n_samples = references.shape
+    k = others.shape[0]
     block = min(n_samples, max(flen, _FFT_SIZE - 2 * (flen - 1)))
     nfft = scipy.fft.next_fast_len(block + 2 * (flen - 1), real=True)
-    spec_x = _block_spectra(references, flen, block, nfft, extended=True)
-    spec_y = _block_spectra(others, flen, block, nfft, extended=False)
-    # sum over blocks of X_i conj(Y_j), as one batched matmul per frequency
-    cross = np.matmul(spec_x.transpose(2, 0, 1), spec_y.conj().transpose(2, 1, 0))
-    return scipy.fft.irfft(cross.transpose(1, 2, 0), n=nfft, axis=-1)[..., : 2 * flen - 1]
+    nblocks = -(-n_samples // block)
+    extended = np.zeros((n, nblocks * block + 2 * (flen - 1)))
+    extended[:, flen - 1 : flen - 1 + n_samples] = references
+    extended = np.lib.stride_tricks.sliding_window_view(
+        extended, block + 2 * (flen - 1), axis=-1
+    )[:, ::block]
+    plain = np.zeros((k, nblocks * block))
+    plain[:, :n_samples] = others
+    plain = plain.reshape(k, nblocks, block)
+    acc = np.zeros((nfft // 2 + 1, n, k), dtype=complex)
+    for start in range(0, nblocks, _BLOCKS_PER_CHUNK):
+        chunk = slice(start, start + _BLOCKS_PER_CHUNK)
+        spec_x = scipy.fft.rfft(extended[:, chunk], n=nfft, axis=-1, workers=-1)
+        spec_y = scipy.fft.rfft(plain[:, chunk], n=nfft, axis=-1, workers=-1)
+        acc += np.matmul(spec_x.conj().transpose(2, 0, 1), spec_y.transpose(2, 1, 0))
+    # acc = sum_b conj(X_i) Y_j; the correlation wanted is the inverse FFT of its conjugate
+    return scipy.fft.irfft(acc.conj().transpose(1, 2, 0), n=nfft, axis=-1)[..., : 2 * flen - 1]
 
 
 def _segment_stats(references: np.ndarray, estimates: np.ndarray, flen: int) -> _Stats:
-    """Gram matrix, cross products and energies of one segment ((n, T), (m, T))."""
+    """Statistics of one segment: references (n, T), estimates (m, T)."""
     n = references.shape[0]
     corr = _correlations(references, np.concatenate([references, estimates]), flen)
+    # <s_i delayed by a, s_hat_e> = sum_t s_i(t - a) s_hat_e(t): lag -a
+    cross = corr[:, n:, flen - 1 :: -1][..., :flen]
+    return _Stats(corr[:, :n], np.ascontiguousarray(cross),
+                  np.einsum("et,et->e", estimates, estimates))
+
+
+def _stack(stats: list[_Stats]) -> _Stats:
+    return _Stats(*(np.stack([getattr(s, f) for s in stats]) for f in ("corr", "cross", "energy")))
+
+
+def _dense_gram(corr: np.ndarray) -> np.ndarray:
+    """Gram matrix of the delayed references, ordered (delay, source). (n, n, 2L-1) -> (nL, nL).
+
+    G[(a, i), (b, j)] = <s_i delayed by a, s_j delayed by b> = R_ij(b - a).
+    """
+    n, flen = corr.shape[0], (corr.shape[-1] + 1) // 2
     lags = np.arange(flen)
-    # G[(i, a), (j, b)] = <s_i delayed a, s_j delayed b> = R_ij(b - a)
-    toeplitz_index = (flen - 1) + lags[None, :] - lags[:, None]
-    gram = corr[:, :n][:, :, toeplitz_index].transpose(0, 2, 1, 3).reshape(n * flen, n * flen)
-    gram = 0.5 * (gram + gram.T)
-    # D[(i, a), e] = <s_i delayed a, s_hat_e> = R_ie(-a)
-    cross = corr[:, n:][:, :, flen - 1 - lags].transpose(0, 2, 1).reshape(n * flen, -1)
-    return _Stats(gram, cross, np.einsum("et,et->e", estimates, estimates))
+    index = (flen - 1) + lags[None, :] - lags[:, None]
+    return corr[:, :, index].transpose(2, 0, 3, 1).reshape(flen * n, flen * n)
 
 
-def _solve(gram: np.ndarray, rhs: np.ndarray) -> np.ndarray:
-    """Least-squares filters: Cholesky, else LU, else lstsq (singular Gram matrix)."""
+def _block_levinson(corr: np.ndarray, rhs: np.ndarray) -> np.ndarray:
+    """Solve G x = rhs for the block-Toeplitz Gram matrix of delayed references (Whittle's
+    multichannel Levinson recursion, O(L^2 n^3) instead of O(L^3 n^3)).
+
+    corr (..., n, n, 2L-1) as in ``_Stats``; rhs (..., L*n, r) ordered (delay, source);
+    returns x (..., L*n, r). Raises LinAlgError on a singular leading block.
+    """
+    *lead, n, _, width = corr.shape
+    flen = (width + 1) // 2
+    # row[..., i, k, j] = R_ij(k - L + 1): one block row of G is a contiguous slice
+    row = np.ascontiguousarray(np.swapaxes(corr, -1, -2))
+    eye = np.eye(n)
+    inv0 = np.linalg.inv(corr[..., flen - 1])
+    # fb = [F | B]: first / last block columns of the inverse of the leading sub-matrix
+    fb = np.zeros((*lead, flen * n, 2 * n))
+    fb[..., :n, :n] = inv0
+    fb[..., :n, n:] = inv0
+    x = np.zeros((*lead, flen * n, rhs.shape[-1]))
+    x[..., :n, :] = inv0 @ rhs[..., :n, :]
+    m1 = np.empty((*lead, n, 2 * n))
+    m2 = np.empty_like(m1)
+    for m in range(flen - 1):
+        size = (m + 1) * n
+        last = row[..., flen - 2 - m : flen - 1, :].reshape(*lead, n, size)  # block row m+1
+        first = row[..., flen : flen + m + 1, :].reshape(*lead, n, size)  # block row 0, shifted
+        e_f = last @ fb[..., :size, :n]
+        e_x = last @ x[..., :size, :]
+        e_b = first @ fb[..., :size, n:]
+        alpha = np.linalg.inv(eye - e_b @ e_f)
+        delta = np.linalg.inv(eye - e_f @ e_b)
+        m1[..., :n], m1[..., n:] = alpha, -e_b @ delta
+        m2[..., :n], m2[..., n:] = -e_f @ alpha, delta
+        top = fb[..., :size, :n] @ m1
+        bottom = fb[..., :size, n:] @ m2
+        fb[..., :size, :] = top
+        fb[..., size : size + n, :] = 0.0
+        fb[..., n : size + n, :] += bottom
+        x[..., : size + n, :] += fb[..., : size + n, n:] @ (rhs[..., size : size + n, :] - e_x)
+    return x
+
+
+def _solve_gram(corr: np.ndarray, rhs: np.ndarray) -> np.ndarray:
+    """``_block_levinson`` over a stack of segments; a segment whose recursion breaks down
+    (singular Gram matrix) is solved by dense least squares instead."""
     try:
-        return scipy.linalg.cho_solve(scipy.linalg.cho_factor(gram, check_finite=False), rhs)
+        with np.errstate(all="ignore"):
+            x = _block_levinson(corr, rhs)
     except np.linalg.LinAlgError:
-        pass
-    try:
-        return scipy.linalg.solve(gram, rhs, check_finite=False)
-    except (np.linalg.LinAlgError, scipy.linalg.LinAlgWarning):
-        return scipy.linalg.lstsq(gram, rhs, check_finite=False)[0]
+        if corr.ndim > 3:
+            return np.stack([_solve_gram(c, r) for c, r in zip(corr, rhs, strict=True)])
+        x = np.full(rhs.shape, np.nan)
+    for k in map(tuple, np.argwhere(~np.isfinite(x).all(axis=(-2, -1)))):
+        x[k] = scipy.linalg.lstsq(_dense_gram(corr[k]), rhs[k], check_finite=False)[0]
+    return x
 
 
-def _quad(gram: np.ndarray, coef: np.ndarray) -> np.ndarray:
-    """coef_e^T gram coef_e for every column e. (K, K), (K, m) -> (m,)."""
-    return np.einsum("ke,ke->e", coef, gram @ coef)
+@dataclass(frozen=True)
+class _Filters:
+    """Least-squares distortion filters (leading dims ``...``).
+
+    full[..., e, i, :]: filter of reference i in the projection of estimate e on all references;
+    own[..., j, e, :]: filter in the projection of estimate e on reference j alone.
+    """
+
+    full: np.ndarray
+    own: np.ndarray
+
+
+def _filters(stats: _Stats) -> _Filters:
+    """Distortion filters of every estimate, for a stack of segments."""
+    *lead, n, m, flen = stats.cross.shape
+    rhs = np.moveaxis(stats.cross, -1, -3).reshape(*lead, flen * n, m)
+    full = _solve_gram(stats.corr, rhs).reshape(*lead, flen, n, m)
+    full = np.moveaxis(full, -3, -1).swapaxes(-3, -2)  # (..., m, n, L)
+    # each reference alone: the same recursion with 1 x 1 blocks, batched over references
+    diag = np.diagonal(stats.corr, axis1=-3, axis2=-2)  # (..., 2L-1, n)
+    own = _solve_gram(np.moveaxis(diag, -1, -2)[..., None, None, :],
+                      np.swapaxes(stats.cross, -1, -2))  # (..., n, L, m)
+    return _Filters(np.ascontiguousarray(full), np.ascontiguousarray(np.swapaxes(own, -1, -2)))
+
+
+def _quad(corr: np.ndarray, coef: np.ndarray) -> np.ndarray:
+    """||sum_i coef_i * s_i||^2 for filters coef (..., K, n, L) -> (..., K), from correlations.
+
+    = sum_ij sum_k R_ij(k) sum_a coef_i(a) coef_j(a + k), the lag sums done by FFT.
+    """
+    flen = coef.shape[-1]
+    nfft = scipy.fft.next_fast_len(2 * flen - 1, real=True)
+    spec = scipy.fft.rfft(coef, n=nfft, axis=-1)
+    # circular embedding of R_ij (lag k at index k mod nfft), then its spectrum
+    embedded = np.zeros((*corr.shape[:-1], nfft))
+    embedded[..., :flen] = corr[..., flen - 1 :]
+    embedded[..., nfft - flen + 1 :] = corr[..., : flen - 1]
+    r_spec = scipy.fft.rfft(embedded, axis=-1)
+    weight = np.full(spec.shape[-1], 2.0)
+    weight[0] = 1.0
+    if nfft % 2 == 0:
+        weight[-1] = 1.0
+    # sum_k R(k) rho(k) = (1/N) sum_f conj(R^(f)) rho^(f), rho^_ij = conj(V_i) V_j
+    prod = np.einsum("...ijf,...kif,...kjf->...k", r_spec.conj() * weight, spec.conj(), spec)
+    return prod.real / nfft
+
+
+def _dot(coef: np.ndarray, cross: np.ndarray) -> np.ndarray:
+    """<sum_i coef_i * s_i, s_hat> for coef (..., K, n, L), cross (..., K, n, L) -> (..., K)."""
+    return np.einsum("...kil,...kil->...k", coef, cross)
 
 
 def _db(num: np.ndarray, den: np.ndarray) -> np.ndarray:
@@ -223,79 +322,52 @@ def _db(num: np.ndarray, den: np.ndarray) -> np.ndarray:
         return np.where(den > 0, 10 * np.log10(num / np.where(den > 0, den, 1.0)), np.inf)
 
 
-@dataclass(frozen=True)
-class _Filters:
-    """Distortion filters of every estimate: on all references (n*L, m), and on reference j
-    alone (n, L, m)."""
-
-    full: np.ndarray
-    own: np.ndarray
-
-
-def _filters(stats: _Stats, n: int, flen: int) -> _Filters:
-    full = _solve(stats.gram, stats.cross)
-    own = np.stack([
-        _solve(stats.gram[j * flen : (j + 1) * flen, j * flen : (j + 1) * flen],
-               stats.cross[j * flen : (j + 1) * flen])
-        for j in range(n)
-    ])
-    return _Filters(full, own)
-
-
-def _interference_energy(gram: np.ndarray, filt: _Filters, n: int, flen: int) -> np.ndarray:
-    """||sum_i c_i * s_i - c_j * s_j||^2 for every (reference j, estimate e). -> (n, m)."""
-    out = np.empty((n, filt.full.shape[1]))
-    for j in range(n):
-        diff = filt.full.copy()
-        diff[j * flen : (j + 1) * flen] -= filt.own[j]
-        out[j] = _quad(gram, diff)
+def _embed(own: np.ndarray, refs: np.ndarray, n: int) -> np.ndarray:
+    """Filters on one reference each (..., K, L) -> filters on all references (..., K, n, L)."""
+    out = np.zeros((*own.shape[:-1], n, own.shape[-1]))
+    out[..., np.arange(refs.size), refs, :] = own
     return out
 
 
-def _sources_criteria(stats: _Stats, n: int, flen: int) -> tuple[np.ndarray, ...]:
-    """BSS-eval v3 ``bss_eval_sources`` for every (reference j, estimate e): sdr, sir, sar (n, m).
+def _sources_criteria(stats: _Stats, filt: _Filters, refs: np.ndarray, ests: np.ndarray):
+    """BSS-eval v3 ``bss_eval_sources`` of pairs (reference refs[p], estimate ests[p]).
 
     s_filt = P_j s_hat, e_interf = P s_hat - P_j s_hat, e_artif = s_hat - P s_hat, where P and
-    P_j project on the delayed versions of all references and of reference j.
+    P_j project on the delayed versions of all references and of reference j. -> 3 x (..., P).
     """
-    filt = _filters(stats, n, flen)
-    p_all = _quad(stats.gram, filt.full)
-    res_all = stats.energy - 2 * np.einsum("ke,ke->e", filt.full, stats.cross) + p_all
-    p_own = np.empty((n, stats.energy.size))
-    res_own = np.empty_like(p_own)
-    for j in range(n):
-        blk = slice(j * flen, (j + 1) * flen)
-        p_own[j] = _quad(stats.gram[blk, blk], filt.own[j])
-        res_own[j] = stats.energy - 2 * np.einsum("ke,ke->e", filt.own[j], stats.cross[blk])
-        res_own[j] += p_own[j]
-    e_interf = _interference_energy(stats.gram, filt, n, flen)
-    return (_db(p_own, res_own), _db(p_own, e_interf), _db(p_all[None], res_all[None]))
+    n = stats.corr.shape[-3]
+    own = _embed(filt.own[..., refs, ests, :], refs, n)
+    full = filt.full[..., ests, :, :]
+    quad = _quad(stats.corr, np.concatenate([own, full, full - own], axis=-3))
+    p_own, p_all, e_interf = np.split(quad, 3, axis=-1)
+    cross = np.swapaxes(stats.cross, -3, -2)[..., ests, :, :]  # (..., P, n, L)
+    energy = stats.energy[..., ests]
+    res_own = energy - 2 * _dot(own, cross) + p_own
+    res_all = energy - 2 * _dot(full, cross) + p_all
+    return _db(p_own, res_own), _db(p_own, e_interf), _db(p_all, res_all)
 
 
 def _images_criteria(
-    stats: _Stats, filt: _Filters, references: np.ndarray, estimates: np.ndarray, flen: int
+    stats: _Stats, filt: _Filters, references: np.ndarray, estimates: np.ndarray
 ) -> tuple[np.ndarray, ...]:
-    """BSS-eval v4 images criteria of a window with given filters: sdr, isr, sir, sar (n, n).
+    """BSS-eval v4 images criteria of one window with given filters, source j vs estimate j:
+    sdr, isr, sir, sar (n,).
 
-    With s_true = s_j, s_true + e_spat = c_j * s_j, s_true + e_spat + e_interf = sum_i c_i * s_i.
+    s_true = s_j, s_true + e_spat = c_j * s_j, s_true + e_spat + e_interf = sum_i c_i * s_i.
     """
     n = references.shape[0]
-    gram = stats.gram
-    e_true = np.einsum("jt,jt->j", references, references)[:, None]
-    res_true = ((estimates[None, :] - references[:, None]) ** 2).sum(-1)
-    p_all = _quad(gram, filt.full)
-    res_all = stats.energy - 2 * np.einsum("ke,ke->e", filt.full, stats.cross) + p_all
-    p_own = np.empty((n, estimates.shape[0]))
-    e_spat = np.empty_like(p_own)
-    for j in range(n):
-        blk = slice(j * flen, (j + 1) * flen)
-        p_own[j] = _quad(gram[blk, blk], filt.own[j])
-        spat = filt.own[j].copy()
-        spat[0] -= 1.0  # c_j - delta: the filtered reference minus the reference
-        e_spat[j] = _quad(gram[blk, blk], spat)
-    e_interf = _interference_energy(gram, filt, n, flen)
+    idx = np.arange(n)
+    own = filt.own[idx, idx]
+    spat = own.copy()
+    spat[:, 0] -= 1.0  # c_j - delta
+    own, spat = _embed(own, idx, n), _embed(spat, idx, n)
+    quad = _quad(stats.corr, np.concatenate([own, spat, filt.full, filt.full - own]))
+    p_own, e_spat, p_all, e_interf = np.split(quad, 4)
+    e_true = np.einsum("jt,jt->j", references, references)
+    res_true = np.einsum("jt,jt->j", estimates - references, estimates - references)
+    res_all = stats.energy - 2 * _dot(filt.full, np.swapaxes(stats.cross, 0, 1)) + p_all
     return (_db(e_true, res_true), _db(e_true, e_spat), _db(p_own, e_interf),
-            _db(p_all[None], res_all[None]))
+            _db(p_all, res_all))
 
 
 def _best_permutation(sir: np.ndarray) -> np.ndarray:
@@ -317,6 +389,27 @@ def _any_silent(x: np.ndarray, threshold: float) -> bool:
     return bool(np.any(np.abs(x).sum(-1) <= threshold))
 
 
+def _v3_scores(
+    segments: list[tuple[np.ndarray, np.ndarray]], flen: int, compute_permutation: bool
+) -> tuple[np.ndarray, ...]:
+    """bss_eval_sources of non-silent segments [(references, estimates) (n, T)], solved as one
+    batch. -> sdr, sir, sar, perm, each (segments, n)."""
+    n = segments[0][0].shape[0]
+    stats = _stack([_segment_stats(refs, ests, flen) for refs, ests in segments])
+    filt = _filters(stats)
+    if compute_permutation:
+        refs, ests = (i.ravel() for i in np.indices((n, n)))
+    else:
+        refs = ests = np.arange(n)
+    crit = np.stack(_sources_criteria(stats, filt, refs, ests))  # (3, segments, pairs)
+    if not compute_permutation:
+        return (*crit, np.tile(np.arange(n), (len(segments), 1)))
+    crit = crit.reshape(3, len(segments), n, n)  # (metric, segment, reference, estimate)
+    perm = np.stack([_best_permutation(sir) for sir in crit[1]])
+    picked = np.take_along_axis(crit, perm[None, :, :, None], axis=-1)[..., 0]
+    return (*picked, perm)
+
+
 def bss_eval_sources(
     references: Array,
     estimates: Array,
@@ -329,29 +422,26 @@ def bss_eval_sources(
     references, estimates: (..., sources, samples) -> BSSResult with arrays (..., sources).
     Without ``compute_permutation`` estimate j is scored against reference j; with it, the
     permutation of estimates maximising the mean SIR is chosen (as mir_eval). A segment in which
-    any reference or estimate is silent (sum |x| <= silence_threshold) gets NaN.
+    any reference or estimate is silent (sum |x| <= silence_threshold) gets NaN (and perm -1).
     """
     references, estimates = _check_pair(references, estimates)
     lead, (n, n_samples) = references.shape[:-2], references.shape[-2:]
     refs = references.reshape(-1, n, n_samples)
     ests = estimates.reshape(-1, n, n_samples)
-    sdr, sir, sar = (np.full((refs.shape[0], n), np.nan) for _ in range(3))
+    scores = np.full((3, refs.shape[0], n), np.nan)
     perm = np.tile(np.arange(n), (refs.shape[0], 1))
-    for k in range(refs.shape[0]):
-        if _any_silent(refs[k], silence_threshold) or _any_silent(ests[k], silence_threshold):
-            if compute_permutation:
-                perm[k] = -1
-            continue
-        stats = _segment_stats(refs[k], ests[k], filter_length)
-        pair_sdr, pair_sir, pair_sar = np.broadcast_arrays(
-            *_sources_criteria(stats, n, filter_length)
-        )
-        if compute_permutation:
-            perm[k] = _best_permutation(pair_sir)
-        sdr[k], sir[k], sar[k] = (m[np.arange(n), perm[k]] for m in (pair_sdr, pair_sir, pair_sar))
-    shape = (*lead, n)
-    return BSSResult(sdr.reshape(shape), sir.reshape(shape), sar.reshape(shape),
-                     perm.reshape(shape))
+    valid = [k for k in range(refs.shape[0])
+             if not (_any_silent(refs[k], silence_threshold)
+                     or _any_silent(ests[k], silence_threshold))]
+    if compute_permutation:
+        perm[:] = -1
+    if valid:
+        *crit, best = _v3_scores([(refs[k], ests[k]) for k in valid], filter_length,
+                                 compute_permutation)
+        scores[:, valid] = crit
+        perm[valid] = best
+    sdr, sir, sar = (s.reshape(*lead, n) for s in scores)
+    return BSSResult(sdr, sir, sar, perm.reshape(*lead, n))
 
 
 def frame_slices(n_samples: int, window: int, hop: int) -> list[slice]:
@@ -380,7 +470,8 @@ def bss_eval_framewise(
     mir_eval's ``bss_eval_sources_framewise``). ``version="v4"``: filters estimated once on the
     whole signal and applied in every window, images criteria with ISR (as museval's
     ``bss_eval`` default, SiSEC 2018). Windows where any reference or estimate is silent
-    (sum |x| <= silence_threshold) are NaN. ``window`` and ``hop`` are in samples.
+    (sum |x| <= silence_threshold) are NaN. ``window`` and ``hop`` are in samples; windows are
+    ``frame_slices(samples, window, hop)``.
     """
     if version not in ("v3", "v4"):
         raise ValueError(f"unknown BSS-eval version {version!r}: use 'v3' or 'v4'")
@@ -390,21 +481,22 @@ def bss_eval_framewise(
     n, n_samples = references.shape
     slices = frame_slices(n_samples, window, hop)
     scores = np.full((4, n, len(slices)), np.nan)  # sdr, isr, sir, sar
-    glob = None
-    if version == "v4" and not (_any_silent(references, silence_threshold)
-                                or _any_silent(estimates, silence_threshold)):
-        glob = _filters(_segment_stats(references, estimates, filter_length), n, filter_length)
-    for t, win in enumerate(slices):
-        refs, ests = references[:, win], estimates[:, win]
-        if _any_silent(refs, silence_threshold) or _any_silent(ests, silence_threshold):
-            continue
-        stats = _segment_stats(refs, ests, filter_length)
-        if version == "v3":
-            sdr, sir, sar = np.broadcast_arrays(*_sources_criteria(stats, n, filter_length))
-            scores[[0, 2, 3], :, t] = [m[np.arange(n), np.arange(n)] for m in (sdr, sir, sar)]
-        elif glob is not None:
-            crit = np.broadcast_arrays(*_images_criteria(stats, glob, refs, ests, filter_length))
-            scores[:, :, t] = [m[np.arange(n), np.arange(n)] for m in crit]
+    valid = [t for t, win in enumerate(slices)
+             if not (_any_silent(references[:, win], silence_threshold)
+                     or _any_silent(estimates[:, win], silence_threshold))]
+    if valid and version == "v3":
+        segments = [(references[:, slices[t]], estimates[:, slices[t]]) for t in valid]
+        sdr, sir, sar, _ = _v3_scores(segments, filter_length, compute_permutation=False)
+        for row, values in zip((0, 2, 3), (sdr, sir, sar), strict=True):
+            scores[row][:, valid] = values.T
+    elif valid:  # v4: one set of filters for the whole signal
+        stats = _segment_stats(references, estimates, filter_length)
+        filt = _filters(_stack([stats]))
+        filt = _Filters(filt.full[0], filt.own[0])
+        for t in valid:
+            refs, ests = references[:, slices[t]], estimates[:, slices[t]]
+            crit = _images_criteria(_segment_stats(refs, ests, filter_length), filt, refs, ests)
+            scores[:, :, t] = crit
     return BSSResult(scores[0], scores[2], scores[3], np.arange(n),
                      scores[1] if version == "v4" else None)
 

@@ -47,8 +47,9 @@ class ModelConfig:
             raise ValueError(f"unknown mask '{self.mask}'; ratio or binary")
         if len(self.channels) < 2:
             raise ValueError("channels needs at least two levels")
-        if self.conditioning == "label-multiply" and self.context_dim != len(self.instruments):
-            raise ValueError("label-multiply needs context_dim equal to the number of instruments")
+        if self.conditioned and self.context_dim != len(self.instruments):
+            raise ValueError(f"context_dim ({self.context_dim}) must equal the number of "
+                             f"instruments ({len(self.instruments)}) for label conditioning")
 
     @property
     def sources(self) -> int:

@@ -224,7 +224,8 @@ class Separator:
         seg = spec.segment
         overlap = int(round(seg * self.config.overlap))
         step = seg - overlap
-        starts = list(range(0, max(len(mono) - overlap, 1), step))
+        needed = max(len(mono), math.ceil(total * rate / sample_rate))  # cover every sample
+        starts = list(range(0, max(needed - overlap, 1), step))
         ratio = sample_rate / rate
         seg_in = int(math.ceil(seg * ratio))
         overlap_in = int(round(overlap * ratio))
@@ -309,6 +310,9 @@ def _check_signal(audio: np.ndarray, sample_rate: int, n_fft: int, model_rate: i
         raise CusepError(f"invalid sample rate {sample_rate}")
     if a.shape[-1] == 0:
         raise CusepError("the audio is empty (zero samples); give a recording with sound")
+    if a.shape[0] > a.shape[1] and a.shape[1] <= 8:
+        raise CusepError(f"audio of shape {a.shape} looks like (samples, channels); cusep takes "
+                         "(channels, samples): pass audio.T")
     min_len = int(math.ceil(n_fft * sample_rate / model_rate))
     if a.shape[-1] < min_len:
         raise CusepError(

@@ -8,6 +8,7 @@ exactly) and ``best.safetensors`` (the weights with the best validation SI-SDR).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -23,7 +24,7 @@ from safetensors.torch import load_file, save_file
 from torch.nn import functional as F
 
 from .config import TrainConfig, config_from_dict
-from .data.mixing import Batch, MixtureSampler, StemBank, make_generator
+from .data.mixing import Batch, MixingConfig, MixtureSampler, StemBank, make_generator
 from .data.solos import scan_solos, split_solos
 from .data.urmp import scan_urmp
 from .errors import CusepError
@@ -105,8 +106,11 @@ class Trainer:
         self.amp = autocast_dtype(device, "auto")
         if device.type == "cpu":
             tune_cpu_allocator()
-            if self.amp is not None:
-                self.model = self.model.to(memory_format=torch.channels_last)
+        if device.type == "cuda":
+            torch.backends.cudnn.benchmark = True
+        self.channels_last = self.amp is not None
+        if self.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
         self.net: torch.nn.Module = self.model
         if self.world > 1:
             self.net = torch.nn.parallel.DistributedDataParallel(
@@ -131,7 +135,8 @@ class Trainer:
         train_bank, valid_bank = load_banks(cfg, self.log if self.main else (lambda s: None))
         classes = cfg.model.instruments
         train = MixtureSampler(train_bank.to(self.device), cfg.mixing, classes)
-        valid = MixtureSampler(valid_bank.to(self.device), cfg.mixing, classes)
+        valid = MixtureSampler(valid_bank.to(self.device), validation_mixing(cfg, valid_bank),
+                               classes)
         gen = make_generator(cfg.optim.seed + 1_000_003, 0, self.device)
         size = cfg.optim.batch_size
         items = [valid.draw(min(size, cfg.optim.valid_items - i), gen)
@@ -197,8 +202,7 @@ class Trainer:
         self.net.train()
         batch = self.train_sampler.draw(cfg.optim.batch_size, self.generator)
         t = make_targets(batch, cfg.model.spectral)
-        inp = t.inp.contiguous(memory_format=torch.channels_last) if (
-            self.device.type == "cpu" and self.amp is not None) else t.inp
+        inp = t.inp.contiguous(memory_format=torch.channels_last) if self.channels_last else t.inp
         t = Targets(inp, t.ratio, t.binary, t.mix_spec, t.mix_mag, t.src_mag)
         with self._autocast():
             loss = separation_loss(self.net, t, batch.present, cfg.optim.loss,
@@ -297,6 +301,16 @@ class Trainer:
         return record
 
 
+def validation_mixing(cfg: TrainConfig, bank: StemBank) -> MixingConfig:
+    """The validation mixtures are the same for every preset drawing from the same data, so runs
+    compare: whole ensembles when the data has multitrack pieces (the test condition), else
+    mix-and-separate; no gain augmentation, no noise."""
+    ensembles = any(len(codes) >= cfg.mixing.min_sources for codes, _ in bank.pieces)
+    return dataclasses.replace(cfg.mixing, ensemble_ratio=1.0 if ensembles else 0.0,
+                               gain_db=(0.0, 0.0), noise_std=0.0, normalise="rms",
+                               ensemble_subset=False)
+
+
 def load_banks(cfg: TrainConfig, log: Log) -> tuple[StemBank, StemBank]:
     """Training and validation audio as in ``cfg.data`` (validation split off if not given)."""
     data, rate = cfg.data, cfg.model.spectral.sample_rate
@@ -385,7 +399,11 @@ class _Bar:
         self.progress = None
         if enabled and sys.stderr.isatty():
             from rich.progress import (
-                BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn,
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                TextColumn,
+                TimeRemainingColumn,
             )
             self.progress = Progress(TextColumn("train"), BarColumn(), MofNCompleteColumn(),
                                      TextColumn("{task.fields[info]}"), TimeRemainingColumn())

@@ -10,6 +10,7 @@ import sys
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from ..errors import CusepError
 
@@ -25,12 +26,15 @@ app = typer.Typer(
 
 
 def fail(message: str, code: int = 1) -> typer.Exit:
-    """Print one error line; return the Exit to raise."""
-    console.print(f"[bold red]error:[/] {message}", markup=True, soft_wrap=True)
+    """Print one error line (``message`` is plain text, never markup); return the Exit to raise."""
+    console.print(f"[bold red]error:[/] {escape(message)}", markup=True, soft_wrap=True)
     return typer.Exit(code)
 
 
 def _register_all() -> None:
+    """Add every sub-command to ``app``, once (``main`` may be called many times in-process)."""
+    if app.registered_commands or app.registered_groups:
+        return
     from . import models, separate, synth, train
 
     for module in (separate, models, synth, train):

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import typer
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
@@ -24,20 +25,34 @@ class Outcome:
     seconds: float = 0.0
 
 
-def collect_inputs(inputs: list[Path]) -> list[Path]:
-    """Files as given, folders expanded to the audio/video files they hold (sorted, recursive)."""
+def collect_inputs(inputs: list[Path], exclude: Path | None = None) -> list[Path]:
+    """Files as given, folders expanded to the audio/video files they hold (sorted, recursive),
+    each file once.
+
+    A folder scan skips hidden files (``.name``, e.g. macOS ``._x.wav``) and anything under
+    ``exclude`` (the output folder, so earlier stems are not separated again).
+    """
+    skip = exclude.resolve() if exclude is not None else None
+
+    def wanted(p: Path) -> bool:
+        if not p.is_file() or p.suffix.lower() not in AUDIO_EXTENSIONS or p.name.startswith("."):
+            return False
+        return skip is None or not p.resolve().is_relative_to(skip)
+
     files: list[Path] = []
     for item in inputs:
         if item.is_dir():
-            found = sorted(p for p in item.rglob("*")
-                           if p.is_file() and p.suffix.lower() in AUDIO_EXTENSIONS)
+            found = sorted(p for p in item.rglob("*") if wanted(p))
             if not found:
                 raise CusepError(f"folder '{item}' holds no audio files "
                                  f"({', '.join(sorted(AUDIO_EXTENSIONS))})")
             files.extend(found)
         else:
             files.append(item)
-    return files
+    unique: dict[Path, Path] = {}  # a file given twice (or also inside a folder) runs once
+    for f in files:
+        unique.setdefault(f.resolve(), f)
+    return list(unique.values())
 
 
 def output_paths(path: Path, codes: tuple[str, ...], out: Path, template: str,
@@ -81,28 +96,37 @@ def register(app: typer.Typer) -> None:
             raise CusepError(f"unknown --clip-mode '{clip}'; rescale or clamp")
         if precision not in ("auto", "fp32", "bf16", "fp16"):
             raise CusepError(f"unknown --precision '{precision}'; auto, fp32, bf16 or fp16")
-        files = collect_inputs(inputs)
+        files = collect_inputs(inputs, exclude=out)
         config = SeparatorConfig(wiener_iterations=iterations, overlap=overlap,
                                  batch_size=batch_size, precision=precision, residual=not raw)
         sep = Separator(model, device=device, config=config)
         codes = sep.check_instruments(instruments)
-        console.print(f"model [bold]{sep.name}[/] on [bold]{sep.device}[/] ({sep.precision}), "
-                      f"instruments {', '.join(codes)}, {len(files)} file(s)")
+        console.print(f"model [bold]{escape(sep.name)}[/] on [bold]{sep.device}[/] "
+                      f"({sep.precision}), instruments {', '.join(codes)}, {len(files)} file(s)")
         plan = {f: output_paths(f, codes, out, filename, FORMAT_EXTENSIONS[fmt]) for f in files}
-        _check_collisions(plan)
+        _check_collisions(plan, filename)
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise CusepError(f"cannot create output folder '{out}' ({exc.strerror or exc}); "
+                             "choose a writable --out") from None
         outcomes = [_one(sep, f, codes, paths, fmt, clip, force) for f, paths in plan.items()]
         _summary(outcomes)
         if any(o.status == "failed" for o in outcomes):
             raise typer.Exit(1)
 
 
-def _check_collisions(plan: dict[Path, dict[str, Path]]) -> None:
+def _check_collisions(plan: dict[Path, dict[str, Path]], template: str) -> None:
+    """Refuse a plan in which two stems (of one input or of two) would go to the same file."""
     seen: dict[Path, Path] = {}
     for src, paths in plan.items():
         for p in paths.values():
+            if p in seen and seen[p] == src:
+                raise CusepError(f"--filename '{template}' gives every stem of '{src}' the same "
+                                 f"path '{p}'; include {{stem}} in the template")
             if p in seen:
                 raise CusepError(f"'{src}' and '{seen[p]}' would both write '{p}'; "
-                                 "use a --filename template with {track}")
+                                 "use a --filename template with {track} (or rename one)")
             seen[p] = src
 
 
@@ -110,40 +134,56 @@ def _one(sep: Separator, path: Path, codes: tuple[str, ...], paths: dict[str, Pa
          clip: str, force: bool) -> Outcome:
     existing = [p for p in paths.values() if p.exists()]
     if existing and not force:
-        console.print(f"skip {path}: {existing[0]} exists (use --force to overwrite)")
+        console.print(f"skip {escape(str(path))}: {escape(str(existing[0]))} exists "
+                      "(use --force to overwrite)", soft_wrap=True)
         return Outcome(path, "skipped", f"{existing[0]} exists")
     start = time.perf_counter()
     try:
         audio, rate = read_audio(path)
-        with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
-                      TimeElapsedColumn(), TimeRemainingColumn(), console=console,
-                      transient=True) as bar:
-            task = bar.add_task(path.name, total=audio.shape[-1])
+        with Progress(TextColumn("{task.description}"), BarColumn(),
+                      TextColumn("{task.percentage:>3.0f}%"), TimeElapsedColumn(),
+                      TimeRemainingColumn(), console=console, transient=True,
+                      disable=not console.is_terminal) as bar:
+            task = bar.add_task(escape(path.name), total=audio.shape[-1])
             stems = sep.separate(audio, rate, codes,
                                  progress=lambda done, total: bar.update(task, completed=done))
-        for code, p in paths.items():
-            p.parent.mkdir(parents=True, exist_ok=True)
-            write_audio(p, stems[code], rate, fmt=fmt, clip=clip)
-    except CusepError as exc:
-        fail(f"{path}: {exc}")
-        return Outcome(path, "failed", str(exc), time.perf_counter() - start)
-    except OSError as exc:
-        fail(f"{path}: {exc.strerror or exc}")
-        return Outcome(path, "failed", str(exc), time.perf_counter() - start)
+        _write_stems(stems, paths, rate, fmt, clip)
+    except (CusepError, OSError) as exc:
+        detail = str(exc).removeprefix(f"{path}: ")  # audio errors already name the file
+        fail(f"{path}: {detail}")
+        return Outcome(path, "failed", detail, time.perf_counter() - start)
     seconds = time.perf_counter() - start
     duration = audio.shape[-1] / rate
-    console.print(f"[green]ok[/] {path} -> {paths[codes[0]].parent} "
-                  f"({duration:.1f} s audio in {seconds:.1f} s, {duration / seconds:.0f}x real time)")
-    return Outcome(path, "ok", f"{len(codes)} stems", seconds)
+    console.print(f"[green]ok[/] {escape(str(path))} -> {escape(str(paths[codes[0]].parent))} "
+                  f"({duration:.1f} s audio in {seconds:.1f} s, "
+                  f"{duration / max(seconds, 1e-9):.0f}x real time)", soft_wrap=True)
+    return Outcome(path, "ok", f"{len(codes)} stem{'s' if len(codes) > 1 else ''}", seconds)
+
+
+def _write_stems(stems: dict, paths: dict[str, Path], rate: int, fmt: str, clip: str) -> None:
+    """Write every stem (each atomically); if one fails, remove the new files of the others."""
+    created: list[Path] = []
+    try:
+        for code, p in paths.items():
+            is_new = not p.exists()
+            write_audio(p, stems[code], rate, fmt=fmt, clip=clip)
+            if is_new:
+                created.append(p)
+    except BaseException:
+        for p in created:
+            p.unlink(missing_ok=True)
+        raise
 
 
 def _summary(outcomes: list[Outcome]) -> None:
     if len(outcomes) < 2:
         return
     table = Table(title="cusep separate")
-    for col in ("input", "status", "detail", "time (s)"):
+    table.add_column("input", overflow="fold")  # a path is never cut short with an ellipsis
+    for col in ("status", "detail", "time (s)"):
         table.add_column(col)
     for o in outcomes:
         style = {"ok": "green", "skipped": "yellow", "failed": "red"}[o.status]
-        table.add_row(str(o.path), f"[{style}]{o.status}[/]", o.detail, f"{o.seconds:.1f}")
+        table.add_row(escape(str(o.path)), f"[{style}]{o.status}[/]", escape(o.detail),
+                      f"{o.seconds:.1f}")
     console.print(table)

@@ -48,8 +48,11 @@ def load_mono(path: str | Path, sample_rate: int) -> torch.Tensor:
     return resample(audio, rate, sample_rate).contiguous()
 
 
-# what a corrupt or unreadable file raises (soundfile raises RuntimeError subclasses)
-_READ_ERRORS = (CusepError, RuntimeError, OSError, ValueError)
+def _read_errors() -> tuple[type[Exception], ...]:
+    """What reading a corrupt or unreadable file raises."""
+    import soundfile as sf
+
+    return (CusepError, sf.SoundFileError, RuntimeError, OSError, ValueError)
 
 
 def _progress(items: Sequence, show: bool, what: str) -> Iterable:
@@ -96,6 +99,7 @@ class StemBank:
         dtype: torch.dtype = torch.float32,
     ) -> StemBank:
         """Read every piece's tracks; a piece with an unreadable track is skipped whole."""
+        read_errors = _read_errors()
         out: list[tuple[tuple[str, ...], torch.Tensor]] = []
         names: list[str] = []
         skipped: list[tuple[Path, str]] = []
@@ -107,7 +111,7 @@ class StemBank:
                 for t in tracks:
                     try:
                         audio = load_mono(t.path, sample_rate)
-                    except _READ_ERRORS as exc:
+                    except read_errors as exc:
                         skipped.append((t.path, f"{type(exc).__name__}: {exc}"))
                         failed = True
                         break
@@ -135,13 +139,14 @@ class StemBank:
         dtype: torch.dtype = torch.float32,
     ) -> StemBank:
         """Read solo recordings (code -> files); unreadable files are skipped."""
+        read_errors = _read_errors()
         solos: dict[str, list[torch.Tensor]] = {}
         skipped: list[tuple[Path, str]] = []
         items = [(c, Path(p)) for c, paths in files.items() for p in paths]
         for code, path in _progress(items, progress, "reading solos"):
             try:
                 audio = load_mono(path, sample_rate)
-            except _READ_ERRORS as exc:
+            except read_errors as exc:
                 skipped.append((path, f"{type(exc).__name__}: {exc}"))
                 continue
             solos.setdefault(code, []).append(audio.to(dtype))

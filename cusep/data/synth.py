@@ -15,7 +15,6 @@ place, so an interrupted run resumes where it stopped.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
@@ -25,7 +24,7 @@ import tempfile
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -144,7 +143,8 @@ def resolve_font(spec: str) -> Path:
             p = Path(c)
             if p.is_file() and (key != "musescore" or "musescore" in p.resolve().name.lower()):
                 return p
-        command = INSTALL_COMMAND if key in ("fluidr3", "timgm6mb") else f"apt-get install {package}"
+        command = (INSTALL_COMMAND if key in ("fluidr3", "timgm6mb")
+                   else f"apt-get install {package}")
         raise CusepError(f"SoundFont '{key}' not found at {candidates[0]}; install it: {command}")
     p = Path(spec).expanduser()
     if p.suffix.lower() in (".sf2", ".sf3"):
@@ -243,7 +243,7 @@ def _excerpts(work: Work, seconds: float) -> list[tuple[float, float]]:
         if q > bounds[-1]:
             bounds.append(q)
     bounds.append(work.length)
-    return list(zip(bounds[:-1], bounds[1:]))
+    return list(zip(bounds[:-1], bounds[1:], strict=True))
 
 
 def _window(notes: Sequence[Note], start: float, end: float) -> list[Note]:
@@ -294,7 +294,7 @@ def _iter_works(paths: Sequence[str], cache_dir: Path | None, jobs: int,
         it = iter(paths)
         for p in it:
             pending.append(pool.submit(load_work, p, cache_dir))
-            if len(pending) >= 3 * jobs:
+            if len(pending) >= 16 * jobs:
                 break
         while pending:
             w = pending.pop(0).result()
@@ -338,7 +338,8 @@ def plan_pieces(config: SynthConfig, cache_dir: Path | None = None,
             return
         k = int(rng.integers(config.min_players, min(config.max_players, len(parts)) + 1))
         chosen = sorted(rng.choice(len(parts), size=k, replace=False).tolist())
-        tiebreak = {c: float(u) for c, u in zip(config.instruments, rng.random(len(rank)))}
+        draws = rng.random(len(rank))
+        tiebreak = {c: float(u) for c, u in zip(config.instruments, draws, strict=True)}
         fits = {
             i: {c: s for c in config.instruments if (s := _fit_shift(ns, c)) is not None}
             for i, ns in (parts[j] for j in chosen)
@@ -460,8 +461,9 @@ def _part_events(notes: Sequence[Note], code: str, shift: int, qmap: tuple[np.nd
     q, t = qmap
     at = lambda x: float(np.interp(x, q, t))  # noqa: E731
     offset = rng.normal(0, h.part_offset_ms / 1000)
-    articulation = rng.uniform(0.85, 1.0) if h.tempo_factor != 1.0 or h.drift else 0.95
-    base_vel = int(rng.integers(64, 105)) if h.velocity_jitter else 90
+    humanised = h.note_jitter_ms > 0
+    articulation = rng.uniform(0.85, 1.0) if humanised else 0.95
+    base_vel = int(rng.integers(64, 105)) if humanised else 90
     raw: list[list] = []  # [on, off, pitch, velocity]
     for n in notes:
         jitter = float(np.clip(rng.normal(0, h.note_jitter_ms / 1000), -0.025, 0.025))
@@ -601,7 +603,7 @@ def render_piece(plan: PiecePlan, notes: dict[int, list[Note]], config: SynthCon
     qmap = _time_map(plan.start, plan.end, plan.qpm, h, rng_t, lead_in)
     per_part = [
         _part_events(notes[p.part], p.code, p.shift, qmap, plan.end, h, rng)
-        for p, rng in zip(plan.players, rng_parts)
+        for p, rng in zip(plan.players, rng_parts, strict=True)
     ]
     last = max(e[0] for ev in per_part for e in ev)
     end_s = max(last, float(qmap[1][-1])) + (2.0 if h.reverb else 1.0)
@@ -613,7 +615,7 @@ def render_piece(plan: PiecePlan, notes: dict[int, list[Note]], config: SynthCon
     tmp.mkdir(parents=True)
     stems = []
     with tempfile.TemporaryDirectory(prefix="cusep-synth-") as work:
-        for k, (p, events) in enumerate(zip(plan.players, per_part), start=1):
+        for k, (p, events) in enumerate(zip(plan.players, per_part, strict=True), start=1):
             midi = Path(work) / f"{k}.mid"
             _write_midi(midi, events, BY_CODE[p.code].program, end_s,
                         h.reverb["send"] if h.reverb else 0)
@@ -627,7 +629,7 @@ def render_piece(plan: PiecePlan, notes: dict[int, list[Note]], config: SynthCon
     mix = q.sum(0)
     if np.abs(mix).max() > 32767:  # cannot happen with _PEAK < 1, kept as a guard
         raise CusepError(f"internal error: mix of {plan.name} clips")
-    for k, (p, x) in enumerate(zip(plan.players, q), start=1):
+    for k, (p, x) in enumerate(zip(plan.players, q, strict=True), start=1):
         sf.write(str(tmp / f"AuSep_{k}_{p.code}_{plan.index:04d}_{title}.wav"),
                  x.astype(np.int16), config.sample_rate, subtype="PCM_16")
     sf.write(str(tmp / f"AuMix_{plan.name}.wav"), mix.astype(np.int16), config.sample_rate,
@@ -679,7 +681,9 @@ def _prepare_out_dir(out_dir: Path, config: SynthConfig) -> None:
         probe.write_text("")
         probe.unlink()
     except OSError as exc:
-        raise CusepError(f"cannot write to {out_dir} ({exc.strerror}); choose another folder.")
+        raise CusepError(
+            f"cannot write to {out_dir} ({exc.strerror}); choose another folder."
+        ) from None
     options = _output_options(config)
     config_file = out_dir / CONFIG_FILE
     entries = [p for p in out_dir.iterdir()]
@@ -729,9 +733,9 @@ def _card(manifest: dict) -> str:
         "",
         f"- split: **{split}** (splits are disjoint by work: fixed hash of the work's corpus path)",
         f"- pieces: {len(manifest['pieces'])} from {works} works, {total:.1f} minutes of mix",
-        f"- players per piece: "
+        "- players per piece: "
         + ", ".join(f"{k}: {v}" for k, v in sorted(players.items())),
-        f"- SoundFonts: " + ", ".join(f"{k} ({v} pieces)" for k, v in sorted(fonts.items())),
+        "- SoundFonts: " + ", ".join(f"{k} ({v} pieces)" for k, v in sorted(fonts.items())),
         f"- sample rate: {cfg['sample_rate']} Hz; excerpts of ~{cfg['excerpt_seconds']:g} s",
         f"- humanisation: {'on' if cfg['humanise'] else 'off'}; reverb on {reverb} pieces",
         f"- seed: {cfg['seed']}",
@@ -768,8 +772,14 @@ def render_dataset(out_dir: str | Path, config: SynthConfig, progress: bool = Tr
     _prepare_out_dir(out_dir, config)
     cache_dir = default_cache_dir() if cache_dir is None else cache_dir
 
-    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
-                               TimeElapsedColumn, TimeRemainingColumn)
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
 
     bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                    TimeElapsedColumn(), TimeRemainingColumn(), disable=not progress,
@@ -821,12 +831,3 @@ def render_dataset(out_dir: str | Path, config: SynthConfig, progress: bool = Tr
     (out_dir / CARD).write_text(_card(manifest))
     return manifest
 
-
-def options_digest(config: SynthConfig) -> str:
-    """Short hash of the output-affecting options (for naming sets)."""
-    return hashlib.sha1(json.dumps(_output_options(config), sort_keys=True).encode()).hexdigest()[:8]
-
-
-def field_names() -> tuple[str, ...]:
-    """Names of all SynthConfig options."""
-    return tuple(f.name for f in fields(SynthConfig))
