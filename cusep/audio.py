@@ -31,6 +31,7 @@ __all__ = [
     "AUDIO_EXTENSIONS",
     "FORMAT_EXTENSIONS",
     "AudioInfo",
+    "AudioWriter",
     "info",
     "read_audio",
     "resample",
@@ -434,3 +435,93 @@ def resample(audio: ArrayOrTensor, orig_sr: int, target_sr: int) -> ArrayOrTenso
         return y.numpy().astype(audio.dtype if audio.dtype.kind == "f" else np.float32,
                                 copy=False)
     return y
+
+
+# ----------------------------------------------------------------------------- streaming
+
+
+class AudioWriter:
+    """Write a long signal block by block, atomically, in bounded memory.
+
+    Blocks (channels, n) go to a float32 temp file beside ``path``; :meth:`finish` converts it in
+    chunks to ``fmt`` (dividing by the global peak when ``clip="rescale"``), then renames it into
+    place. :meth:`abort` (or an exception inside ``with``) removes every temp file.
+    """
+
+    CHUNK = 1 << 18
+
+    def __init__(self, path: str | Path, sample_rate: int, channels: int, fmt: str = "wav16",
+                 *, clip: Literal["rescale", "clamp", "none"] = "rescale") -> None:
+        self.path = Path(path)
+        key = _ALIASES.get(fmt, fmt)
+        if key not in _FORMATS:
+            raise CusepError(f"{self.path}: unknown output format {fmt!r}; choose one of "
+                             f"{', '.join(FORMAT_EXTENSIONS)}")
+        self.fmt, self.clip, self.rate, self.channels = key, clip, int(sample_rate), channels
+        self.peak, self.frames = 0.0, 0
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise CusepError(f"{self.path}: cannot create output folder {self.path.parent} "
+                             f"({e.strerror}); choose a writable output folder") from e
+        self._tmp = self.path.parent / f".{self.path.name}.{uuid.uuid4().hex[:8]}.part"
+        self._final = self._tmp.with_suffix(".tmp")
+        try:
+            self._file = sf.SoundFile(str(self._tmp), "w", self.rate, channels, "FLOAT", None,
+                                      "WAV")
+        except (sf.SoundFileError, RuntimeError, OSError) as e:
+            raise CusepError(f"{self.path}: cannot write ({e}); choose a writable output "
+                             "folder with free space") from e
+
+    def write(self, block: np.ndarray) -> None:
+        """Append float samples (channels, n)."""
+        b = np.asarray(block, dtype=np.float32)
+        if not np.isfinite(b).all():
+            raise CusepError(f"{self.path}: audio to write contains NaN or infinite values; "
+                             "nothing was written (check the input and model output)")
+        if b.size:
+            self.peak = max(self.peak, float(np.abs(b).max()))
+        self._file.write(b.T)
+        self.frames += b.shape[-1]
+
+    def finish(self) -> None:
+        """Convert to the final format and rename into place."""
+        self._file.close()
+        if self.frames == 0:
+            self.abort()
+            raise CusepError(f"{self.path}: refusing to write zero-length audio; "
+                             "check the input signal")
+        container, subtype, bits = _FORMATS[self.fmt]
+        scale = 1.0 / self.peak if self.clip == "rescale" and self.peak > 1.0 else 1.0
+        clip = "none" if self.clip == "none" else "clamp"
+        try:
+            with open(self._final, "xb") as f:
+                with sf.SoundFile(f, "w", self.rate, self.channels, subtype, None,
+                                  container) as dst:
+                    for chunk in sf.blocks(str(self._tmp), blocksize=self.CHUNK,
+                                           dtype="float32", always_2d=True):
+                        dst.write(_prepare(chunk.T * scale, self.path, bits, clip))
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(self._final, self.path)
+        except OSError as e:
+            raise CusepError(f"{self.path}: cannot write ({e.strerror or e}); choose a "
+                             "writable output folder with free space") from e
+        except (sf.SoundFileError, RuntimeError) as e:
+            raise CusepError(f"{self.path}: writing failed ({e}); check the format and "
+                             "the output folder") from e
+        finally:
+            self.abort()
+
+    def abort(self) -> None:
+        """Remove the temp files (the destination is never touched)."""
+        self._file.close()
+        self._tmp.unlink(missing_ok=True)
+        self._final.unlink(missing_ok=True)
+
+    def __enter__(self) -> AudioWriter:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is not None:
+            self.abort()

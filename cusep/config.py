@@ -61,6 +61,8 @@ class TrainConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     preset: str = ""
     description: str = ""
+    init: str = ""
+    """Start from the weights of this model (name, folder or Hub id): fine-tuning."""
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

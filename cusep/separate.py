@@ -81,7 +81,13 @@ def cpu_supports_bf16() -> bool:
     """True on CPUs with native bfloat16 matrix instructions (AVX512-BF16 or AMX)."""
     cpu = getattr(torch._C, "_cpu", None)
     checks = ("_is_amx_tile_supported", "_is_avx512_bf16_supported")
-    return any(bool(getattr(cpu, name, lambda: False)()) for name in checks)
+    if any(bool(getattr(cpu, name, lambda: False)()) for name in checks):
+        return True
+    try:
+        flags = Path("/proc/cpuinfo").read_text().split()
+    except OSError:
+        return False
+    return "amx_bf16" in flags or "avx512_bf16" in flags
 
 
 def tune_cpu_allocator() -> None:

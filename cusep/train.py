@@ -27,6 +27,7 @@ from .config import TrainConfig, config_from_dict
 from .data.mixing import Batch, MixingConfig, MixtureSampler, StemBank, make_generator
 from .data.solos import scan_solos, split_solos
 from .data.urmp import scan_urmp
+from .checkpoint import resolve_model
 from .errors import CusepError
 from .metrics import si_sdr
 from .model import ConditionedUNet
@@ -102,7 +103,10 @@ class Trainer:
         self.rank = dist.get_rank() if dist.is_initialized() else 0
         self.main = self.rank == 0
         torch.manual_seed(config.optim.seed)
-        self.model = ConditionedUNet(config.model).to(device)
+        self.model = ConditionedUNet(config.model)
+        if config.init:
+            self._init_from(config.init)
+        self.model = self.model.to(device)
         self.amp = autocast_dtype(device, "auto")
         if device.type == "cpu":
             tune_cpu_allocator()
@@ -128,6 +132,15 @@ class Trainer:
         self.max_sources = 2 if opt.curriculum else config.mixing.max_sources
         self.train_sampler, self.valid_set = self._data()
         self.train_sampler.set_max_sources(self.max_sources)
+
+    def _init_from(self, spec: str) -> None:
+        """Load the weights of an exported model (its config must match this run's model)."""
+        model_dir = resolve_model(spec)
+        if model_dir.model_config != self.config.model:
+            raise CusepError(f"--set init={spec}: that model's config differs from this run's "
+                             "model section; use the same preset")
+        self.model.load_state_dict({k: v.float() if v.is_floating_point() else v
+                                    for k, v in load_weights(model_dir.weights).items()})
 
     # -- data ----------------------------------------------------------------------------------
     def _data(self) -> tuple[MixtureSampler, list[Batch]]:

@@ -383,3 +383,30 @@ def test_extension_tables():
     assert ".txt" not in AUDIO_EXTENSIONS
     assert FORMAT_EXTENSIONS == {"wav16": "wav", "wav24": "wav", "float32": "wav",
                                  "flac": "flac", "flac24": "flac", "wav": "wav"}
+
+
+def test_audio_writer_streams_like_write_audio_and_cleans_up(tmp_path):
+    from cusep.audio import AudioWriter
+
+    rng = np.random.default_rng(3)
+    x = (rng.standard_normal((2, 30000)) * 0.6).astype(np.float32)  # peaks above 1: rescaled
+    write_audio(tmp_path / "whole.wav", x, 22050)
+    with AudioWriter(tmp_path / "blocks.wav", 22050, 2) as writer:
+        for start in range(0, x.shape[1], 7001):
+            writer.write(x[:, start:start + 7001])
+        writer.finish()
+    a, _ = read_audio(tmp_path / "whole.wav")
+    b, rate = read_audio(tmp_path / "blocks.wav")
+    assert rate == 22050 and b.shape == x.shape
+    np.testing.assert_allclose(a, b, rtol=0, atol=1.01 / 32768)  # at most one step apart
+    assert np.abs(b).max() <= 1.0
+    existing = tmp_path / "keep.wav"
+    write_audio(existing, x[:, :100] * 0.1, 22050)
+    before = existing.read_bytes()
+    writer = AudioWriter(existing, 22050, 2)
+    writer.write(x[:, :50])
+    with pytest.raises(CusepError, match="NaN"):
+        writer.write(np.full((2, 10), np.nan, np.float32))
+    writer.abort()
+    assert existing.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["blocks.wav", "keep.wav", "whole.wav"]

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import typer
 from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from ..audio import AUDIO_EXTENSIONS, FORMAT_EXTENSIONS, read_audio, write_audio
+from ..audio import AUDIO_EXTENSIONS, FORMAT_EXTENSIONS, AudioWriter, read_audio
 from ..errors import CusepError
 from ..separate import Separator, SeparatorConfig
 from . import console, fail
@@ -145,9 +147,9 @@ def _one(sep: Separator, path: Path, codes: tuple[str, ...], paths: dict[str, Pa
                       TimeRemainingColumn(), console=console, transient=True,
                       disable=not console.is_terminal) as bar:
             task = bar.add_task(escape(path.name), total=audio.shape[-1])
-            stems = sep.separate(audio, rate, codes,
-                                 progress=lambda done, total: bar.update(task, completed=done))
-        _write_stems(stems, paths, rate, fmt, clip)
+            blocks = sep.iter_blocks(audio, rate, codes,
+                                     progress=lambda done, total: bar.update(task, completed=done))
+            _write_stems(blocks, paths, rate, audio.shape[0], fmt, clip)
     except (CusepError, OSError) as exc:
         detail = str(exc).removeprefix(f"{path}: ")  # audio errors already name the file
         fail(f"{path}: {detail}")
@@ -160,16 +162,26 @@ def _one(sep: Separator, path: Path, codes: tuple[str, ...], paths: dict[str, Pa
     return Outcome(path, "ok", f"{len(codes)} stem{'s' if len(codes) > 1 else ''}", seconds)
 
 
-def _write_stems(stems: dict, paths: dict[str, Path], rate: int, fmt: str, clip: str) -> None:
-    """Write every stem (each atomically); if one fails, remove the new files of the others."""
+def _write_stems(blocks: Iterator[np.ndarray], paths: dict[str, Path], rate: int,
+                 channels: int, fmt: str, clip: str) -> None:
+    """Stream the separator's blocks (K, channels, n) into one atomic writer per stem; if
+    anything fails, no temp file remains and the stems this call created are removed."""
+    writers: list[AudioWriter] = []
     created: list[Path] = []
     try:
-        for code, p in paths.items():
-            is_new = not p.exists()
-            write_audio(p, stems[code], rate, fmt=fmt, clip=clip)
+        for p in paths.values():
+            writers.append(AudioWriter(p, rate, channels, fmt, clip=clip))
+        for block in blocks:
+            for writer, stem in zip(writers, block, strict=True):
+                writer.write(stem)
+        for writer in writers:
+            is_new = not writer.path.exists()
+            writer.finish()
             if is_new:
-                created.append(p)
+                created.append(writer.path)
     except BaseException:
+        for writer in writers:
+            writer.abort()
         for p in created:
             p.unlink(missing_ok=True)
         raise

@@ -243,6 +243,8 @@ class MixingConfig:
     active_tries: int = 4
     ensemble_subset: bool = True
     rms_level_db: float = -20.0
+    eq_db: float = 0.0
+    """Timbre augmentation: each source through a random smooth EQ of up to +-eq_db dB."""
 
     def __post_init__(self) -> None:
         if self.segment < 1:
@@ -461,6 +463,8 @@ class MixtureSampler:
                 cls[b, s] = c
                 used[b, s] = True
         n_sources = used.sum(1).to(self.device)
+        if cfg.eq_db > 0:
+            raw = random_eq(raw, cfg.eq_db, generator)
         lo, hi = cfg.gain_db
         u_gain = torch.rand(batch_size, n_classes, generator=generator, device=generator.device)
         gain_db = lo + (hi - lo) * u_gain.cpu().gather(1, cls)
@@ -488,6 +492,24 @@ class MixtureSampler:
             noise = torch.randn(batch_size, length, generator=generator, device=generator.device)
             mix = mix + cfg.noise_std * noise.to(self.device)
         return Batch(mix, sources, present.to(self.device), n_sources)
+
+
+def random_eq(x: torch.Tensor, max_db: float, generator: torch.Generator,
+              points: int = 8) -> torch.Tensor:
+    """Each signal of x (..., L) through its own smooth random EQ: gains uniform in
+    [-max_db, max_db] at ``points`` frequencies spaced evenly in log-frequency, linear in dB
+    between them."""
+    spec = torch.fft.rfft(x)
+    bins = spec.shape[-1]
+    gains = (torch.rand(*x.shape[:-1], points, generator=generator, device=generator.device)
+             * 2 - 1).to(x.device) * max_db
+    # position of every bin on the control-point axis (log-frequency, bin 1 .. Nyquist)
+    pos = torch.log(torch.arange(bins, device=x.device).clamp_min(1).float())
+    pos = pos / pos[-1] * (points - 1)
+    lo = pos.floor().long().clamp(max=points - 2)
+    w = pos - lo
+    curve = gains[..., lo] * (1 - w) + gains[..., lo + 1] * w
+    return torch.fft.irfft(spec * 10.0 ** (curve / 20.0), n=x.shape[-1])
 
 
 def report_skipped(bank: StemBank) -> None:
