@@ -1,4 +1,4 @@
-"""Frozen training configuration, built from presets (TOML) plus ``section.field=value`` overrides."""
+"""Frozen training configuration: presets (TOML) plus ``section.field=value`` overrides."""
 
 from __future__ import annotations
 
@@ -94,7 +94,8 @@ def load_preset(name: str) -> dict[str, Any]:
 def parse_override(item: str) -> tuple[list[str], Any]:
     """'optim.lr=3e-4' -> (['optim', 'lr'], 0.0003); values are TOML literals or bare strings."""
     if "=" not in item:
-        raise CusepError(f"override '{item}' must look like section.field=value, e.g. optim.lr=3e-4")
+        raise CusepError(f"override '{item}' must look like section.field=value, "
+                         "e.g. optim.lr=3e-4")
     key, raw = item.split("=", 1)
     try:
         value = tomllib.loads(f"v = {raw.strip()}")["v"]

@@ -367,15 +367,19 @@ def evaluate_piece(piece: Piece, separator: Separator, config: EvalConfig, metho
     records: list[Record] = []
     for name, (est, extra) in estimates.items():
         if paper:
-            def split(x: np.ndarray) -> np.ndarray:  # (..., n_seg * seg) -> (n_seg, ..., seg)
-                return np.moveaxis(x.reshape(*x.shape[:-1], n_seg, seg), -2, 0)
+            split = _segmenter(n_seg, seg)
             records += score_segments(
-                name, piece.name, codes, split(sources), split(np.asarray(est)),
+                name, piece.name, codes, split(sources), split(est),
                 [i * seg for i in range(n_seg)], config, {c: split(x) for c, x in extra.items()})
         else:
             records += score_whole(name, piece.name, codes, sources, np.asarray(est), rate,
                                    config, extra)
     return records
+
+
+def _segmenter(n_seg: int, seg: int) -> Callable[[np.ndarray], np.ndarray]:
+    """(..., n_seg * seg) -> (n_seg, ..., seg)."""
+    return lambda x: np.moveaxis(np.asarray(x).reshape(*x.shape[:-1], n_seg, seg), -2, 0)
 
 
 # ---------------------------------------------------------------------------------- a run

@@ -91,7 +91,9 @@ def parse_instruments(spec: str | Iterable[str]) -> tuple[str, ...]:
     for item in items:
         code = parse_instrument(item)
         if code in codes:
-            raise InstrumentError(f"instrument '{code}' is listed twice; list each instrument once.")
+            raise InstrumentError(
+                f"instrument '{code}' is listed twice; list each instrument once."
+            )
         codes.append(code)
     return tuple(codes)
 

@@ -155,10 +155,13 @@ class ConditionedUNet(nn.Module):
         ch, cond, k = config.channels, config.conditioning, config.sources
         film_enc = config.context_dim if cond == "film-encoder" else None
         self.encoder = nn.ModuleList(
-            EncoderBlock(cin, cout, film_enc) for cin, cout in zip((1, *ch[:-2]), ch[:-1])
+            EncoderBlock(cin, cout, film_enc)
+            for cin, cout in zip((1, *ch[:-2]), ch[:-1], strict=True)
         )
         self.bottleneck = nn.Conv2d(ch[-2], ch[-1], 4, stride=2, padding=1, bias=False)
-        self.film_bottleneck = FiLM(config.context_dim, ch[-1]) if cond == "film-bottleneck" else None
+        self.film_bottleneck = (
+            FiLM(config.context_dim, ch[-1]) if cond == "film-bottleneck" else None
+        )
         self.film_final = FiLM(config.context_dim, k) if cond == "film-final" else None
         outputs, count = (k, 1) if config.architecture == "unet" else (1, k)
         self.decoders = nn.ModuleList(

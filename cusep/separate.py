@@ -66,10 +66,13 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
         raise CusepError(f"unknown device '{device}'; use auto, cpu, cuda or cuda:N") from None
     if dev.type == "cuda":
         if not torch.cuda.is_available():
-            raise CusepError(f"device '{device}' asked for but CUDA is not available; use --device cpu")
+            raise CusepError(
+                f"device '{device}' asked for but CUDA is not available; use --device cpu"
+            )
         if dev.index is not None and dev.index >= torch.cuda.device_count():
             raise CusepError(
-                f"device '{device}' does not exist; {torch.cuda.device_count()} CUDA device(s) found"
+                f"device '{device}' does not exist; "
+                f"{torch.cuda.device_count()} CUDA device(s) found"
             )
     elif dev.type != "cpu":
         raise CusepError(f"unsupported device '{device}'; use auto, cpu, cuda or cuda:N")
@@ -204,7 +207,8 @@ class Separator:
         if missing:
             names = ", ".join(f"{c} ({BY_CODE[c].name})" for c in missing)
             raise CusepError(
-                f"model '{self.name}' cannot separate {names}; it knows: {', '.join(self.instruments)}"
+                f"model '{self.name}' cannot separate {names}; "
+                f"it knows: {', '.join(self.instruments)}"
             )
         return codes
 
@@ -289,8 +293,9 @@ class Separator:
         masks = from_grid(masks.float(), spec)[:, index]  # (B, K, F, T)
 
         ratio = sample_rate / spec.sample_rate
-        in_fft = spec.n_fft if sample_rate == spec.sample_rate else 2 * round(spec.n_fft * ratio / 2)
-        in_hop = spec.hop if sample_rate == spec.sample_rate else round(spec.hop * ratio)
+        same = sample_rate == spec.sample_rate
+        in_fft = spec.n_fft if same else 2 * round(spec.n_fft * ratio / 2)
+        in_hop = spec.hop if same else round(spec.hop * ratio)
         x = stft(chunk, in_fft, in_hop)  # (B, C, Fi, Ti)
         bins, frames = mask_positions(spec.sample_rate, spec.n_fft, spec.hop, sample_rate,
                                       in_fft, in_hop, x.shape[-1])
@@ -323,7 +328,8 @@ def _check_signal(audio: np.ndarray, sample_rate: int, n_fft: int, model_rate: i
     if a.shape[-1] < min_len:
         raise CusepError(
             f"the audio is too short ({a.shape[-1]} samples at {sample_rate} Hz); "
-            f"cusep needs at least {min_len} samples (one STFT frame, {n_fft / model_rate * 1000:.0f} ms)"
+            f"cusep needs at least {min_len} samples "
+            f"(one STFT frame, {n_fft / model_rate * 1000:.0f} ms)"
         )
     if not np.isfinite(a).all():
         raise CusepError("the audio contains NaN or infinite samples; repair or re-export it")

@@ -23,11 +23,11 @@ import torch.distributed as dist
 from safetensors.torch import load_file, save_file
 from torch.nn import functional as F
 
+from .checkpoint import resolve_model
 from .config import TrainConfig, config_from_dict
 from .data.mixing import Batch, MixingConfig, MixtureSampler, StemBank, make_generator
 from .data.solos import scan_solos, split_solos
 from .data.urmp import scan_urmp
-from .checkpoint import resolve_model
 from .errors import CusepError
 from .metrics import si_sdr
 from .model import ConditionedUNet

@@ -61,8 +61,8 @@ def register(app: typer.Typer) -> None:
         if resume:
             trainer.resume()
             console.print(f"resumed {run_dir} at step {trainer.step}")
-        console.print(f"training '{config.preset or 'custom'}' on {dev}, "
-                      f"{sum(p.numel() for p in trainer.model.parameters()) / 1e6:.2f} M parameters")
+        params = sum(p.numel() for p in trainer.model.parameters()) / 1e6
+        console.print(f"training '{config.preset or 'custom'}' on {dev}, {params:.2f} M parameters")
         record = trainer.fit(progress=progress)
         if record:
             console.print(f"step {record['step']}: valid SI-SDR {record['valid_si_sdr']:.2f} dB "
