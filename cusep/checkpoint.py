@@ -135,6 +135,8 @@ def save_model_dir(
         save_file(state, str(tmp / WEIGHTS_FILE), metadata={"format": "pt"})
         (tmp / CONFIG_FILE).write_text(config_text, encoding="utf-8")
         (tmp / CARD_FILE).write_text(card_text, encoding="utf-8")
+        for name in (WEIGHTS_FILE, CONFIG_FILE, CARD_FILE):
+            (tmp / name).chmod(0o644)
         _replace_dir(tmp, path)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import torch
 
+from . import __version__
 from .checkpoint import default_card, save_model_dir
 from .errors import CusepError
 from .model import ConditionedUNet
@@ -63,7 +64,8 @@ def export_run(run_dir: Path, model_dir: Path, weights: str = "best",
             metrics.update(json.loads(Path(metrics_file).read_text()))
         except (OSError, json.JSONDecodeError) as exc:
             raise CusepError(f"cannot read --metrics '{metrics_file}': {exc}") from None
-    card = default_card({**config.model.to_dict(), "training": training, "metrics": metrics})
+    card = default_card({**config.model.to_dict(), "cusep_version": __version__,
+                         "training": training, "metrics": metrics})
     if notes_file is not None:
         card += "\n" + Path(notes_file).read_text()
     return save_model_dir(model_dir, model, config.model, training=training, metrics=metrics,
