@@ -2,22 +2,28 @@
 
 >>> import cusep
 >>> stems = cusep.separate(audio, 44100, instruments="vn,va,vc")   # {code: (channels, samples)}
+>>> stems = cusep.separate(audio, 44100, instruments="auto")       # detected instruments
+>>> cusep.Detector().detect(audio, 44100).confidences()            # {code: probability}
 """
 
 from __future__ import annotations
 
 __version__ = "0.1.0"
 
-from .checkpoint import load_model
+from .checkpoint import load_detector, load_model
+from .detect import DetectionResult, Detector
 from .instruments import CODES, INSTRUMENTS, parse_instruments
 from .separate import Separator, SeparatorConfig, separate
 
 __all__ = [
     "CODES",
+    "DetectionResult",
+    "Detector",
     "INSTRUMENTS",
     "Separator",
     "SeparatorConfig",
     "__version__",
+    "load_detector",
     "load_model",
     "parse_instruments",
     "separate",

@@ -3,16 +3,20 @@
 A model directory follows the Hugging Face Hub convention, so one folder can be pushed to and
 pulled from the Hub:
 
-- ``config.json``: :meth:`ModelConfig.to_dict` plus the metadata keys ``cusep_version``,
-  ``kind`` (``"separator"``), ``training`` and ``metrics`` (free dicts);
+- ``config.json``: :meth:`ModelConfig.to_dict` (or :meth:`DetectorConfig.to_dict` for an
+  instrument detector) plus the metadata keys ``cusep_version``, ``kind`` (``"separator"`` or
+  ``"detector"``), ``training`` and ``metrics`` (free dicts);
 - ``model.safetensors``: the weights (shipped ones in float16), never a pickle;
 - ``README.md``: the model card.
 
 ``registry.json`` maps short names to ``{"path": "<dir relative to the registry>"}`` or
 ``{"repo_id": "org/name", "revision": "<40-hex commit>"}``; any entry may add ``"sha256"`` of its
-``model.safetensors`` (checked at load), and the file may name a ``"default"`` model::
+``model.safetensors`` (checked at load), and the file may name a ``"default"`` model and a
+default ``"detector"``::
 
-    {"default": "label-v1", "label-v1": {"path": "cusep-label-v1", "sha256": "..."}}
+    {"default": "label-v1", "detector": "detect-v1",
+     "label-v1": {"path": "cusep-label-v1", "sha256": "..."},
+     "detect-v1": {"path": "cusep-detect-v1"}}
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ import tempfile
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from safetensors import SafetensorError
@@ -36,12 +40,17 @@ from torch import nn
 from .errors import CusepError
 from .model import ConditionedUNet, ModelConfig
 
+if TYPE_CHECKING:
+    from .detect import DetectorConfig, InstrumentDetector
+
+
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 CARD_FILE = "README.md"
 MODEL_FILES = (CONFIG_FILE, WEIGHTS_FILE, CARD_FILE)
 REGISTRY_FILE = "registry.json"
 KIND = "separator"
+DETECTOR_KIND = "detector"
 METADATA_KEYS = ("cusep_version", "kind", "training", "metrics")
 
 _COMMIT = re.compile(r"[0-9a-f]{40}")
@@ -77,6 +86,34 @@ class ModelDir:
                 "re-export the model with cusep"
             ) from None
 
+    @property
+    def detector_config(self) -> DetectorConfig:
+        """The detector's :class:`DetectorConfig` (``config.json`` without the metadata keys)."""
+        from .detect import DetectorConfig
+
+        data = {k: v for k, v in self.config.items() if k not in METADATA_KEYS}
+        try:
+            return DetectorConfig.from_dict(data)
+        except (TypeError, ValueError) as exc:
+            raise CusepError(
+                f"{self.path / CONFIG_FILE} is not a valid cusep detector config ({exc}); "
+                "re-export the model with cusep"
+            ) from None
+
+
+def build_network(config: ModelConfig | DetectorConfig) -> nn.Module:
+    """The network a config describes: ConditionedUNet or InstrumentDetector."""
+    if isinstance(config, ModelConfig):
+        return ConditionedUNet(config)
+    from .detect import InstrumentDetector  # detect imports this module
+
+    return InstrumentDetector(config)
+
+
+def kind_of(config: ModelConfig | DetectorConfig) -> str:
+    """``"separator"`` for a ModelConfig, ``"detector"`` for a DetectorConfig."""
+    return KIND if isinstance(config, ModelConfig) else DETECTOR_KIND
+
 
 def sha256_file(path: str | Path) -> str:
     """Hex sha256 of a file, read in 1 MiB blocks."""
@@ -93,7 +130,7 @@ def sha256_file(path: str | Path) -> str:
 def save_model_dir(
     path: str | Path,
     model: nn.Module,
-    config: ModelConfig,
+    config: ModelConfig | DetectorConfig,
     *,
     training: dict | None = None,
     metrics: dict | None = None,
@@ -121,7 +158,7 @@ def save_model_dir(
     meta = {
         **config.to_dict(),
         "cusep_version": _cusep_version(),
-        "kind": KIND,
+        "kind": kind_of(config),
         "training": dict(training or {}),
         "metrics": dict(metrics or {}),
     }
@@ -146,19 +183,34 @@ def save_model_dir(
 
 def default_card(config: dict) -> str:
     """A minimal Hugging Face model card for a ``config.json`` dict."""
-    lines = [
-        "---",
-        "library_name: cusep",
-        "tags: [audio, audio-source-separation, music]",
-        "---",
-        "",
-        "# cusep separation model",
-        "",
-        f"- architecture: {config.get('architecture')}",
-        f"- conditioning: {config.get('conditioning')}",
-        f"- instruments: {', '.join(config.get('instruments', ()))}",
-        f"- cusep version: {config.get('cusep_version')}",
-    ]
+    if config.get("kind") == DETECTOR_KIND:
+        lines = [
+            "---",
+            "library_name: cusep",
+            "tags: [audio, audio-classification, music, instrument-recognition]",
+            "---",
+            "",
+            "# cusep instrument detector",
+            "",
+            f"- classes: {', '.join(config.get('classes', ()))}",
+            f"- channels: {config.get('channels')}",
+            f"- threshold: {config.get('threshold')}",
+            f"- cusep version: {config.get('cusep_version')}",
+        ]
+    else:
+        lines = [
+            "---",
+            "library_name: cusep",
+            "tags: [audio, audio-source-separation, music]",
+            "---",
+            "",
+            "# cusep separation model",
+            "",
+            f"- architecture: {config.get('architecture')}",
+            f"- conditioning: {config.get('conditioning')}",
+            f"- instruments: {', '.join(config.get('instruments', ()))}",
+            f"- cusep version: {config.get('cusep_version')}",
+        ]
     for title in ("training", "metrics"):
         if config.get(title):
             lines += ["", f"## {title.capitalize()}", ""]
@@ -217,7 +269,33 @@ def load_model(
     if mdir.kind != KIND:
         raise CusepError(f"{mdir.path} holds a '{mdir.kind}' model, not a {KIND}; "
                          "pass a separation model")
-    config = mdir.model_config
+    return _load_network(mdir, mdir.model_config, device), mdir
+
+
+def load_detector(
+    spec: str | Path | None = None,
+    device: str | torch.device = "cpu",
+    registry: str | Path | None = None,
+) -> tuple[InstrumentDetector, ModelDir]:
+    """Like :func:`load_model` for an instrument detector; ``spec=None`` is the registry's
+    ``"detector"`` entry."""
+    if spec is None:
+        reg_path = _registry_path(registry)
+        detector = _read_registry(reg_path)[2] if reg_path else None
+        if detector is None:
+            raise CusepError(f"no default detector in the registry "
+                             f"({reg_path or 'no registry.json found'}); pass --model DIR")
+        spec = detector
+    mdir = resolve_model(spec, registry=registry)
+    if mdir.kind != DETECTOR_KIND:
+        raise CusepError(f"{mdir.path} holds a '{mdir.kind}' model, not a {DETECTOR_KIND}; "
+                         "pass an instrument detector")
+    return _load_network(mdir, mdir.detector_config, device), mdir
+
+
+def _load_network(mdir: ModelDir, config: ModelConfig | DetectorConfig,
+                  device: str | torch.device) -> nn.Module:
+    """Build the network, load its weights in float32 (strict), eval mode, on ``device``."""
     try:
         state = load_file(str(mdir.weights), device="cpu")
     except (SafetensorError, OSError) as exc:
@@ -225,15 +303,16 @@ def load_model(
                          "or re-export the model") from None
     state = {k: t.float() if t.is_floating_point() else t for k, t in state.items()}
     _check_state_dict(state, config, mdir.path)
-    model = ConditionedUNet(config)
+    model = build_network(config)
     model.load_state_dict(state, strict=True)
-    return model.eval().to(device), mdir
+    return model.eval().to(device)
 
 
-def _check_state_dict(state: dict[str, torch.Tensor], config: ModelConfig, where: Path) -> None:
+def _check_state_dict(state: dict[str, torch.Tensor], config: ModelConfig | DetectorConfig,
+                      where: Path) -> None:
     """Raise a one-line CusepError unless ``state`` has the keys and shapes of ``config``."""
     with torch.device("meta"):
-        expected = {k: tuple(t.shape) for k, t in ConditionedUNet(config).state_dict().items()}
+        expected = {k: tuple(t.shape) for k, t in build_network(config).state_dict().items()}
     missing = [k for k in expected if k not in state]
     unexpected = [k for k in state if k not in expected]
     shapes = [f"{k} {tuple(state[k].shape)} vs {expected[k]}"
@@ -265,7 +344,7 @@ def resolve_model(
     repo id ``org/name`` / ``org/name@revision``. ``offline=None`` follows ``HF_HUB_OFFLINE``.
     """
     reg_path = _registry_path(registry)
-    entries, default = _read_registry(reg_path) if reg_path else ({}, None)
+    entries, default, _ = _read_registry(reg_path) if reg_path else ({}, None, None)
     if spec is None:
         if default is None:
             where = reg_path or "no registry.json found"
@@ -409,16 +488,16 @@ def _registry_path(registry: str | Path | None) -> Path | None:
     return path
 
 
-def _read_registry(path: Path) -> tuple[dict[str, dict], str | None]:
-    """-> (entries by name, default name)."""
+def _read_registry(path: Path) -> tuple[dict[str, dict], str | None, str | None]:
+    """-> (entries by name, default model name, default detector name)."""
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise CusepError(f"model registry {path} is not valid JSON ({exc}); fix it") from None
     if not isinstance(data, dict):
         raise CusepError(f"model registry {path} must hold a JSON object; fix it")
-    default = data.get("default")
-    entries = {k: v for k, v in data.items() if k != "default"}
+    default, detector = data.get("default"), data.get("detector")
+    entries = {k: v for k, v in data.items() if k not in ("default", "detector")}
     for name, entry in entries.items():
         local = isinstance(entry, dict) and isinstance(entry.get("path"), str)
         hub = (isinstance(entry, dict) and isinstance(entry.get("repo_id"), str)
@@ -432,7 +511,10 @@ def _read_registry(path: Path) -> tuple[dict[str, dict], str | None]:
     if default is not None and default not in entries:
         raise CusepError(f"registry default '{default}' in {path} is not one of its models "
                          f"({', '.join(sorted(entries)) or 'none'}); fix the registry")
-    return entries, default
+    if detector is not None and detector not in entries:
+        raise CusepError(f"registry detector '{detector}' in {path} is not one of its models "
+                         f"({', '.join(sorted(entries)) or 'none'}); fix the registry")
+    return entries, default, detector
 
 
 def list_models(registry: str | Path | None = None) -> list[dict[str, Any]]:
@@ -445,7 +527,7 @@ def list_models(registry: str | Path | None = None) -> list[dict[str, Any]]:
     reg_path = _registry_path(registry)
     if reg_path is None:
         return []
-    entries, default = _read_registry(reg_path)
+    entries, default, _ = _read_registry(reg_path)
     rows = []
     for name, entry in entries.items():
         if "path" in entry:
@@ -467,7 +549,7 @@ def list_models(registry: str | Path | None = None) -> list[dict[str, Any]]:
                 row.update(
                     available=True,
                     size_mb=(folder / WEIGHTS_FILE).stat().st_size / 1e6,
-                    instruments=list(config.get("instruments", ())),
+                    instruments=list(config.get("instruments", config.get("classes", ()))),
                     conditioning=config.get("conditioning"),
                     metrics=dict(config.get("metrics") or {}),
                 )
@@ -489,6 +571,8 @@ __all__ = [
     "save_model_dir",
     "resolve_model",
     "load_model",
+    "load_detector",
+    "build_network",
     "list_models",
     "sha256_file",
     "default_registry",

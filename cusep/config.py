@@ -12,8 +12,10 @@ from typing import Any, Literal
 import tomllib
 
 from .data.mixing import MixingConfig
+from .detect import DetectorConfig
 from .errors import CusepError
 from .model import ModelConfig
+from .spectral import SpectralConfig
 
 
 @dataclass(frozen=True)
@@ -53,9 +55,15 @@ class OptimConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Everything a training run needs; saved as ``config.json`` in the run folder."""
+    """Everything a training run needs; saved as ``config.json`` in the run folder.
 
+    ``task``: ``separate`` trains the ``model`` section (a ConditionedUNet), ``detect`` the
+    ``detector`` section (an InstrumentDetector) on the same data and mixtures.
+    """
+
+    task: Literal["separate", "detect"] = "separate"
     model: ModelConfig = field(default_factory=ModelConfig)
+    detector: DetectorConfig = field(default_factory=DetectorConfig)
     mixing: MixingConfig = field(default_factory=MixingConfig)
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
@@ -63,6 +71,24 @@ class TrainConfig:
     description: str = ""
     init: str = ""
     """Start from the weights of this model (name, folder or Hub id): fine-tuning."""
+
+    def __post_init__(self) -> None:
+        if self.task not in ("separate", "detect"):
+            raise ValueError(f"unknown task '{self.task}'; separate or detect")
+
+    @property
+    def network(self) -> ModelConfig | DetectorConfig:
+        """The config of the network this run trains."""
+        return self.detector if self.task == "detect" else self.model
+
+    @property
+    def spectral(self) -> SpectralConfig:
+        return self.network.spectral
+
+    @property
+    def classes(self) -> tuple[str, ...]:
+        """The instrument classes of the network's outputs."""
+        return self.detector.classes if self.task == "detect" else self.model.instruments
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -1,16 +1,20 @@
-"""Turn a training run folder into a model directory with a model card."""
+"""Turn a training run folder into a model directory with a model card.
+
+A detector run's model stores the validation threshold of its best step (the one that maximised
+macro-F1 on the validation mixtures) in ``config.json``.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
 import torch
 
 from . import __version__
-from .checkpoint import default_card, save_model_dir
+from .checkpoint import build_network, default_card, kind_of, save_model_dir
 from .errors import CusepError
-from .model import ConditionedUNet
 from .train import load_weights, read_run_config
 
 
@@ -26,7 +30,8 @@ def export_run(run_dir: Path, model_dir: Path, weights: str = "best",
     """Write ``model_dir`` (fp16 safetensors, config.json, README.md) from ``run_dir``."""
     run_dir = Path(run_dir)
     config, extra = read_run_config(run_dir)
-    model = ConditionedUNet(config.model)
+    network = config.network
+    model = build_network(network)
     if weights == "best":
         path = run_dir / "best.safetensors"
         if not path.exists():
@@ -42,7 +47,10 @@ def export_run(run_dir: Path, model_dir: Path, weights: str = "best",
         raise CusepError(f"--weights must be best or last, not '{weights}'")
     model.load_state_dict(state)
     log = read_metrics_log(run_dir)
-    best = max(log, key=lambda r: r["valid_si_sdr"]) if log else {}
+    key = "valid_map" if config.task == "detect" else "valid_si_sdr"
+    best = max(log, key=lambda r: r[key]) if log else {}
+    if config.task == "detect" and "valid_threshold" in best:
+        network = dataclasses.replace(network, threshold=best["valid_threshold"])
     training = {
         "preset": config.preset,
         "description": config.description,
@@ -58,15 +66,17 @@ def export_run(run_dir: Path, model_dir: Path, weights: str = "best",
         "mixing": config.mixing.__dict__,
         "optim": config.optim.__dict__,
     }
-    metrics = {k: best[k] for k in ("valid_si_sdr", "valid_si_sdri", "valid_loss") if k in best}
+    names = ("valid_map", "valid_f1", "valid_threshold", "valid_si_sdr", "valid_si_sdri",
+             "valid_loss")
+    metrics = {k: best[k] for k in names if k in best}
     if metrics_file is not None:
         try:
             metrics.update(json.loads(Path(metrics_file).read_text()))
         except (OSError, json.JSONDecodeError) as exc:
             raise CusepError(f"cannot read --metrics '{metrics_file}': {exc}") from None
-    card = default_card({**config.model.to_dict(), "cusep_version": __version__,
-                         "training": training, "metrics": metrics})
+    card = default_card({**network.to_dict(), "cusep_version": __version__,
+                         "kind": kind_of(network), "training": training, "metrics": metrics})
     if notes_file is not None:
         card += "\n" + Path(notes_file).read_text()
-    return save_model_dir(model_dir, model, config.model, training=training, metrics=metrics,
+    return save_model_dir(model_dir, model, network, training=training, metrics=metrics,
                           card=card)

@@ -182,10 +182,9 @@ class Separator:
         else:
             self.model, self.model_dir = load_model(model, device=self.device)
         self.dtype = autocast_dtype(self.device, self.config.precision)
-        if self.device.type == "cpu":
+        if self.device.type == "cpu":  # oneDNN convolutions are faster channels_last, fp32 too
             tune_cpu_allocator()
-            if self.dtype is not None:
-                self.model = self.model.to(memory_format=torch.channels_last)
+            self.model = self.model.to(memory_format=torch.channels_last)
 
     @property
     def instruments(self) -> tuple[str, ...]:
@@ -283,9 +282,9 @@ class Separator:
         mag = stft(model_in, spec.n_fft, spec.hop).abs()
         inp = scale_magnitude(to_grid(mag, spec), spec.mag_scale).unsqueeze(1)
         ctx = context.expand(bsz, -1)
+        if self.device.type == "cpu":
+            inp = inp.contiguous(memory_format=torch.channels_last)
         if self.dtype is not None:
-            if self.device.type == "cpu":
-                inp = inp.contiguous(memory_format=torch.channels_last)
             with torch.autocast(self.device.type, dtype=self.dtype):
                 masks = self.model(inp, ctx)
         else:
@@ -297,9 +296,12 @@ class Separator:
         in_fft = spec.n_fft if same else 2 * round(spec.n_fft * ratio / 2)
         in_hop = spec.hop if same else round(spec.hop * ratio)
         x = stft(chunk, in_fft, in_hop)  # (B, C, Fi, Ti)
-        bins, frames = mask_positions(spec.sample_rate, spec.n_fft, spec.hop, sample_rate,
-                                      in_fft, in_hop, x.shape[-1])
-        m = extend_and_map(masks, bins, frames)  # (B, K, Fi, Ti)
+        if same:  # the input's STFT grid is the model's
+            m = masks
+        else:
+            bins, frames = mask_positions(spec.sample_rate, spec.n_fft, spec.hop, sample_rate,
+                                          in_fft, in_hop, x.shape[-1])
+            m = extend_and_map(masks, bins, frames)  # (B, K, Fi, Ti)
         v = m.unsqueeze(2) * x.abs().unsqueeze(1)  # (B, K, C, Fi, Ti)
         v = v.permute(0, 4, 3, 2, 1)  # (B, Ti, Fi, C, K)
         xw = x.permute(0, 3, 2, 1)  # (B, Ti, Fi, C)
@@ -336,10 +338,28 @@ def _check_signal(audio: np.ndarray, sample_rate: int, n_fft: int, model_rate: i
     return a
 
 
+def is_auto(instruments: str | Sequence[str]) -> bool:
+    """True when ``instruments`` asks for detection ("auto", any case)."""
+    return isinstance(instruments, str) and instruments.strip().lower() == "auto"
+
+
 def separate(audio: np.ndarray | torch.Tensor, sample_rate: int,
              instruments: str | Sequence[str], model: str | Path | None = None,
-             device: str = "auto", wiener_iterations: int = 2) -> dict[str, np.ndarray]:
-    """One-call API: audio (channels, samples) or (samples,) -> {instrument code: stem}."""
+             device: str = "auto", wiener_iterations: int = 2,
+             detector: str | Path | None = None) -> dict[str, np.ndarray]:
+    """One-call API: audio (channels, samples) or (samples,) -> {instrument code: stem}.
+
+    ``instruments="auto"``: the instruments the ``detector`` (default: the registry's) finds
+    above its threshold; CusepError when it finds none.
+    """
     sep = Separator(model, device=device,
                     config=SeparatorConfig(wiener_iterations=wiener_iterations))
+    if is_auto(instruments):
+        from .detect import Detector  # detect imports this module
+
+        result = Detector(detector, device=sep.device).detect(audio, sample_rate)
+        if not result.detected:
+            raise CusepError(f"{result.nothing_detected('the audio')}; name the instruments "
+                             "instead of 'auto'")
+        instruments = result.detected
     return sep.separate(audio, sample_rate, instruments)

@@ -4,6 +4,10 @@ The whole data path runs on the training device: stems held in memory (StemBank)
 by MixtureSampler, STFT and targets computed on the device, so no data-loader workers are needed.
 A run folder holds ``config.json``, ``metrics.jsonl``, ``checkpoint.pt`` (everything to resume
 exactly) and ``best.safetensors`` (the weights with the best validation SI-SDR).
+
+A run whose ``task`` is ``detect`` trains an InstrumentDetector with the same data, mixtures, loop
+and checkpoints: BCE of its clip logits against the audible sources of each mixture; validation
+reports loss, mAP and macro-F1 (at the threshold that maximises it) and keeps the best mAP.
 """
 
 from __future__ import annotations
@@ -23,16 +27,25 @@ import torch.distributed as dist
 from safetensors.torch import load_file, save_file
 from torch.nn import functional as F
 
-from .checkpoint import resolve_model
+from .checkpoint import build_network, resolve_model
 from .config import TrainConfig, config_from_dict
 from .data.mixing import Batch, MixingConfig, MixtureSampler, StemBank, make_generator
 from .data.solos import scan_solos, split_solos
 from .data.urmp import scan_urmp
+from .detect import audible, detection_loss, detection_metrics
 from .errors import CusepError
 from .metrics import si_sdr
-from .model import ConditionedUNet
 from .separate import autocast_dtype, tune_cpu_allocator
-from .spectral import MAG_FLOOR, SpectralConfig, from_grid, istft, scale_magnitude, stft, to_grid
+from .spectral import (
+    MAG_FLOOR,
+    SpectralConfig,
+    features,
+    from_grid,
+    istft,
+    scale_magnitude,
+    stft,
+    to_grid,
+)
 
 Log = Callable[[str], None]
 
@@ -90,7 +103,8 @@ def estimate_sources(masks: torch.Tensor, mix_spec: torch.Tensor, spec: Spectral
 
 
 class Trainer:
-    """Trains a ConditionedUNet as a TrainConfig says, writing a resumable run folder."""
+    """Trains a ConditionedUNet (or an InstrumentDetector: ``task = "detect"``) as a TrainConfig
+    says, writing a resumable run folder."""
 
     def __init__(self, config: TrainConfig, run_dir: Path, device: torch.device,
                  log: Log = print, command: str = "") -> None:
@@ -103,7 +117,9 @@ class Trainer:
         self.rank = dist.get_rank() if dist.is_initialized() else 0
         self.main = self.rank == 0
         torch.manual_seed(config.optim.seed)
-        self.model = ConditionedUNet(config.model)
+        self.detect = config.task == "detect"
+        self.best_key = "valid_map" if self.detect else "valid_si_sdr"
+        self.model = build_network(config.network)
         if config.init:
             self._init_from(config.init)
         self.model = self.model.to(device)
@@ -112,7 +128,7 @@ class Trainer:
             tune_cpu_allocator()
         if device.type == "cuda":
             torch.backends.cudnn.benchmark = True
-        self.channels_last = self.amp is not None
+        self.channels_last = self.amp is not None or device.type == "cpu"
         if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.net: torch.nn.Module = self.model
@@ -136,7 +152,13 @@ class Trainer:
     def _init_from(self, spec: str) -> None:
         """Load the weights of an exported model (its config must match this run's model)."""
         model_dir = resolve_model(spec)
-        if model_dir.model_config != self.config.model:
+        if self.detect:
+            saved = dataclasses.replace(model_dir.detector_config,
+                                        threshold=self.config.detector.threshold)
+        else:
+            saved = model_dir.model_config
+        if model_dir.kind != ("detector" if self.detect else "separator") \
+                or saved != self.config.network:
             raise CusepError(f"--set init={spec}: that model's config differs from this run's "
                              "model section; use the same preset")
         self.model.load_state_dict({k: v.float() if v.is_floating_point() else v
@@ -146,7 +168,7 @@ class Trainer:
     def _data(self) -> tuple[MixtureSampler, list[Batch]]:
         cfg = self.config
         train_bank, valid_bank = load_banks(cfg, self.log if self.main else (lambda s: None))
-        classes = cfg.model.instruments
+        classes = cfg.classes
         train = MixtureSampler(train_bank.to(self.device), cfg.mixing, classes)
         valid = MixtureSampler(valid_bank.to(self.device), validation_mixing(cfg, valid_bank),
                                classes)
@@ -214,12 +236,18 @@ class Trainer:
         cfg = self.config
         self.net.train()
         batch = self.train_sampler.draw(cfg.optim.batch_size, self.generator)
+        if self.detect:
+            return self._update(self._detection_loss(batch)[0])
         t = make_targets(batch, cfg.model.spectral)
         inp = t.inp.contiguous(memory_format=torch.channels_last) if self.channels_last else t.inp
         t = Targets(inp, t.ratio, t.binary, t.mix_spec, t.mix_mag, t.src_mag)
         with self._autocast():
             loss = separation_loss(self.net, t, batch.present, cfg.optim.loss,
                                    cfg.optim.bce_pos_weight)
+        return self._update(loss)
+
+    def _update(self, loss: torch.Tensor) -> float:
+        cfg = self.config
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.optim.grad_clip)
@@ -227,9 +255,37 @@ class Trainer:
         self.step += 1
         return float(loss.detach())
 
+    def _detection_loss(self, batch: Batch, net: torch.nn.Module | None = None
+                        ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """-> (BCE loss, clip logits (B, K), targets (B, K)) of a batch for the detector."""
+        inp, _ = features(batch.mix, self.config.spectral)
+        if self.channels_last:
+            inp = inp.contiguous(memory_format=torch.channels_last)
+        targets = audible(batch.present, batch.sources)
+        with self._autocast():
+            loss, clip = detection_loss(net or self.net, inp, targets)
+        return loss, clip, targets
+
+    @torch.no_grad()
+    def validate_detection(self) -> dict[str, float]:
+        """Loss, mAP and macro-F1 (at the best threshold, also reported) of the detector."""
+        self.model.eval()
+        losses, probs, targets = [], [], []
+        for batch in self.valid_set:
+            loss, clip, target = self._detection_loss(batch, self.model)
+            losses.append(float(loss))
+            probs.append(torch.sigmoid(clip.float()).cpu())
+            targets.append(target.cpu())
+        m = detection_metrics(torch.cat(probs).numpy(), torch.cat(targets).numpy())
+        return {"valid_loss": sum(losses) / len(losses), "valid_map": m["map"],
+                "valid_f1": m["f1"], "valid_threshold": m["threshold"]}
+
     @torch.no_grad()
     def validate(self) -> dict[str, float]:
-        """Loss and SI-SDR (soft masks, present sources) on the fixed validation mixtures."""
+        """Loss and SI-SDR (soft masks, present sources) on the fixed validation mixtures
+        (a detector: :meth:`validate_detection`)."""
+        if self.detect:
+            return self.validate_detection()
         cfg = self.config
         self.model.eval()
         losses, scores, gains = [], [], []
@@ -298,8 +354,8 @@ class Trainer:
                 losses = []
                 self.scheduler.step(record["valid_loss"])
                 self._curriculum(record["valid_loss"])
-                if record["valid_si_sdr"] > self.best:
-                    self.best = record["valid_si_sdr"]
+                if record[self.best_key] > self.best:
+                    self.best = record[self.best_key]
                     if self.main:
                         save_weights(self.run_dir / "best.safetensors", self.model)
                 self._write(record)
@@ -326,7 +382,7 @@ def validation_mixing(cfg: TrainConfig, bank: StemBank) -> MixingConfig:
 
 def load_banks(cfg: TrainConfig, log: Log) -> tuple[StemBank, StemBank]:
     """Training and validation audio as in ``cfg.data`` (validation split off if not given)."""
-    data, rate = cfg.data, cfg.model.spectral.sample_rate
+    data, rate = cfg.data, cfg.spectral.sample_rate
     if not data.train:
         raise CusepError("no training data given; pass --data DIR (URMP layout, e.g. made by "
                          "'cusep synth') or set data.train in the preset")
@@ -405,6 +461,15 @@ def setup_distributed(device: str) -> torch.device:
     return dev
 
 
+def describe(record: dict) -> str:
+    """One line of a validation record: SI-SDR for a separator, mAP and F1 for a detector."""
+    if "valid_map" in record:
+        return (f"valid loss {record['valid_loss']:.4f}, mAP {record['valid_map']:.3f}, "
+                f"F1 {record['valid_f1']:.3f} at threshold {record['valid_threshold']:.2f}")
+    return (f"valid loss {record['valid_loss']:.4f}, SI-SDR {record['valid_si_sdr']:.2f} dB "
+            f"(+{record['valid_si_sdri']:.2f})")
+
+
 class _Bar:
     """A rich progress bar when attached to a terminal; silent otherwise."""
 
@@ -429,9 +494,7 @@ class _Bar:
 
     def note(self, record: dict) -> None:
         if self.progress:
-            self.progress.console.print(
-                f"step {record['step']}: valid loss {record['valid_loss']:.4f}, "
-                f"SI-SDR {record['valid_si_sdr']:.2f} dB (+{record['valid_si_sdri']:.2f})")
+            self.progress.console.print(f"step {record['step']}: {describe(record)}")
 
     def close(self) -> None:
         if self.progress:

@@ -35,9 +35,9 @@ def _register_all() -> None:
     """Add every sub-command to ``app``, once (``main`` may be called many times in-process)."""
     if app.registered_commands or app.registered_groups:
         return
-    from . import eval, models, separate, synth, train
+    from . import detect, eval, models, separate, synth, train
 
-    for module in (separate, models, synth, train, eval):
+    for module in (separate, detect, models, synth, train, eval):
         module.register(app)
 
 

@@ -15,7 +15,7 @@ from rich.table import Table
 
 from ..audio import AUDIO_EXTENSIONS, FORMAT_EXTENSIONS, AudioWriter, read_audio
 from ..errors import CusepError
-from ..separate import Separator, SeparatorConfig
+from ..separate import Separator, SeparatorConfig, is_auto
 from . import console, fail
 
 
@@ -72,9 +72,12 @@ def register(app: typer.Typer) -> None:
     def separate(
         inputs: list[Path] = typer.Argument(..., help="Audio/video files or folders."),
         instruments: str = typer.Option(
-            ..., "--instruments", "-i", help="Instruments that play, e.g. 'vn,va,vc' or names."),
+            ..., "--instruments", "-i",
+            help="Instruments that play, e.g. 'vn,va,vc' or names; 'auto' detects them."),
         model: str = typer.Option(None, "--model", "-m",
                                   help="Model name, directory or Hub id (default: registry's)."),
+        detector: str = typer.Option(None, "--detector",
+                                     help="Detector for --instruments auto (default: registry's)."),
         out: Path = typer.Option(Path("separated"), "--out", "-o", help="Output folder."),
         filename: str = typer.Option("{track}/{stem}.{ext}", "--filename",
                                      help="Output path template: {track}, {stem}, {ext}."),
@@ -102,20 +105,69 @@ def register(app: typer.Typer) -> None:
         config = SeparatorConfig(wiener_iterations=iterations, overlap=overlap,
                                  batch_size=batch_size, precision=precision, residual=not raw)
         sep = Separator(model, device=device, config=config)
-        codes = sep.check_instruments(instruments)
+        outcomes: list[Outcome] = []
+        if is_auto(instruments):
+            codes_of = _detect_all(files, sep, detector, outcomes)
+            shown = "auto"
+        else:
+            codes = sep.check_instruments(instruments)
+            codes_of = {f: codes for f in files}
+            shown = ", ".join(codes)
         console.print(f"model [bold]{escape(sep.name)}[/] on [bold]{sep.device}[/] "
-                      f"({sep.precision}), instruments {', '.join(codes)}, {len(files)} file(s)")
-        plan = {f: output_paths(f, codes, out, filename, FORMAT_EXTENSIONS[fmt]) for f in files}
+                      f"({sep.precision}), instruments {shown}, {len(codes_of)} file(s)")
+        plan = {f: output_paths(f, codes_of[f], out, filename, FORMAT_EXTENSIONS[fmt])
+                for f in codes_of}
         _check_collisions(plan, filename)
         try:
             out.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise CusepError(f"cannot create output folder '{out}' ({exc.strerror or exc}); "
                              "choose a writable --out") from None
-        outcomes = [_one(sep, f, codes, paths, fmt, clip, force) for f, paths in plan.items()]
+        outcomes += [_one(sep, f, codes_of[f], paths, fmt, clip, force)
+                     for f, paths in plan.items()]
         _summary(outcomes)
         if any(o.status == "failed" for o in outcomes):
             raise typer.Exit(1)
+
+
+def _detect_all(files: list[Path], sep: Separator, detector: str | None,
+                outcomes: list[Outcome]) -> dict[Path, tuple[str, ...]]:
+    """Detect the instruments of every file (printing them with their confidences) -> the
+    files with detections and their codes; the others become failed ``outcomes``. Raises when
+    no file has any instrument, before anything is written."""
+    from ..detect import Detector
+    from .detect import detected_line
+
+    det = Detector(detector, device=sep.device)
+    codes_of: dict[Path, tuple[str, ...]] = {}
+    for path in files:
+        try:
+            audio, rate = read_audio(path)
+            result = det.detect(audio, rate)
+        except (CusepError, OSError) as exc:
+            detail = str(exc).removeprefix(f"{path}: ")
+            fail(f"{path}: {detail}")
+            outcomes.append(Outcome(path, "failed", detail))
+            continue
+        if not result.detected:
+            message = f"{result.nothing_detected(str(path))}; nothing written"
+            if len(files) == 1:
+                raise CusepError(f"{message}; pass --instruments to name them")
+            fail(message)
+            outcomes.append(Outcome(path, "failed", "no instrument detected"))
+            continue
+        console.print(detected_line(path, result), soft_wrap=True)
+        known = tuple(c for c in result.detected if c in sep.instruments)
+        if len(known) < len(result.detected):
+            fail(f"{path}: model {sep.name} cannot separate "
+                 f"{', '.join(c for c in result.detected if c not in known)}")
+            outcomes.append(Outcome(path, "failed", "detected instruments the model lacks"))
+            continue
+        codes_of[path] = known
+    if not codes_of:  # every file already said why
+        _summary(outcomes)
+        raise typer.Exit(1)
+    return codes_of
 
 
 def _check_collisions(plan: dict[Path, dict[str, Path]], template: str) -> None:

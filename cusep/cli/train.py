@@ -29,9 +29,10 @@ def register(app: typer.Typer) -> None:
         device: str = typer.Option("auto", "--device", "-d", help="auto | cpu | cuda | cuda:N."),
         progress: bool = typer.Option(True, "--progress/--no-progress"),
     ) -> None:
-        """Train a separation model (also under torchrun for several GPUs/nodes)."""
+        """Train a separation model or an instrument detector (--preset cusep-detect), also
+        under torchrun for several GPUs/nodes."""
         from ..config import build_config
-        from ..train import Trainer, read_run_config, setup_distributed
+        from ..train import Trainer, describe, read_run_config, setup_distributed
 
         sets = list(overrides or [])
         if data:
@@ -65,8 +66,7 @@ def register(app: typer.Typer) -> None:
         console.print(f"training '{config.preset or 'custom'}' on {dev}, {params:.2f} M parameters")
         record = trainer.fit(progress=progress)
         if record:
-            console.print(f"step {record['step']}: valid SI-SDR {record['valid_si_sdr']:.2f} dB "
-                          f"(improvement {record['valid_si_sdri']:.2f} dB); run in {run_dir}")
+            console.print(f"step {record['step']}: {describe(record)}; run in {run_dir}")
 
     @app.command()
     def export(
@@ -77,7 +77,8 @@ def register(app: typer.Typer) -> None:
                                      help="JSON of measured test metrics for the model card."),
         notes: Path = typer.Option(None, "--notes", help="Markdown appended to the model card."),
     ) -> None:
-        """Export a run as a model directory (fp16 safetensors, config, model card)."""
+        """Export a run as a model directory (fp16 safetensors, config, model card); a detector
+        run stores the validation threshold that maximised macro-F1."""
         from ..export import export_run
 
         path = export_run(run_dir, model_dir, weights=weights, metrics_file=metrics,

@@ -1,0 +1,79 @@
+"""``cusep detect``: which instruments play in each recording, with their probabilities."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from ..audio import read_audio
+from ..detect import DetectionResult, Detector
+from ..errors import CusepError
+from ..instruments import BY_CODE
+from . import fail
+
+
+def detected_line(path: Path, result: DetectionResult) -> str:
+    """'mix.wav: vn 0.93, vc 0.81 (threshold 0.42)' (rich markup escaped)."""
+    probs = result.confidences()
+    found = ", ".join(f"{c} {probs[c]:.2f}" for c in result.detected) or "nothing"
+    return f"detected in {escape(str(path))}: {found} (threshold {result.threshold:.2f})"
+
+
+def render_table(path: Path, result: DetectionResult) -> Table:
+    """Every class with its probability over the whole recording, most probable first."""
+    table = Table(title=escape(str(path)), caption=f"threshold {result.threshold:.2f}")
+    for col in ("", "instrument", "probability", ""):
+        table.add_column(col)
+    for code, prob in result.confidences().items():
+        mark = "[green]*[/]" if prob > result.threshold else ""
+        bar = "#" * int(round(prob * 20))
+        table.add_row(mark, f"{code} ({BY_CODE[code].name})", f"{prob:.2f}", bar)
+    return table
+
+
+def register(app: typer.Typer) -> None:
+    @app.command()
+    def detect(
+        inputs: list[Path] = typer.Argument(..., help="Audio/video files or folders."),
+        model: str = typer.Option(None, "--model", "-m",
+                                  help="Detector name, directory or Hub id (default: registry's)."),
+        threshold: float = typer.Option(None, "--threshold",
+                                        help="Probability threshold (default: the model's)."),
+        as_json: bool = typer.Option(False, "--json", help="Print JSON (with per-window "
+                                     "probabilities) instead of tables."),
+        device: str = typer.Option("auto", "--device", "-d", help="auto | cpu | cuda | cuda:N."),
+    ) -> None:
+        """Detect which instruments play: probabilities over the whole recording (and per
+        window with --json)."""
+        from .separate import collect_inputs
+
+        files = collect_inputs(inputs)
+        detector = Detector(model, device=device, threshold=threshold)
+        out = Console(highlight=False)
+        records, failed = [], False
+        for path in files:
+            try:
+                audio, rate = read_audio(path)
+                result = detector.detect(audio, rate)
+            except (CusepError, OSError) as exc:
+                failed = True
+                detail = str(exc).removeprefix(f"{path}: ")
+                if as_json:
+                    records.append({"file": str(path), "error": detail})
+                else:
+                    fail(f"{path}: {detail}")
+                continue
+            if as_json:
+                records.append({"file": str(path), **result.to_dict()})
+            else:
+                out.print(render_table(path, result))
+                out.print(detected_line(path, result), soft_wrap=True)
+        if as_json:
+            out.print_json(json.dumps({"detector": detector.name, "files": records}))
+        if failed:
+            raise typer.Exit(1)

@@ -1,0 +1,295 @@
+"""Instrument detection: the network, its metrics, training, export/load, ``cusep detect`` and
+``--instruments auto`` (mechanics on tiny models whose outputs are set by their biases)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+import cusep
+from cusep.checkpoint import load_detector, load_model, resolve_model, save_model_dir
+from cusep.cli import main
+from cusep.config import build_config
+from cusep.detect import (
+    DetectorConfig,
+    InstrumentDetector,
+    attention_pool,
+    average_precision,
+    best_threshold,
+    detection_metrics,
+    f1_scores,
+)
+from cusep.errors import CusepError
+from cusep.export import export_run
+from cusep.instruments import CODES
+from cusep.spectral import SpectralConfig, features
+from cusep.train import Trainer
+
+RATE = 11025
+SMALL = SpectralConfig(freq_scale="log", log_rows=32, segment=4095)
+TIMBRES = {"vn": [1, 0.5, 0.3, 0.2], "vc": [1, 0.3, 0.6], "fl": [1, 0.1], "tpt": [1, 0.8, 0.7, 0.6]}
+TINY = [
+    "detector.channels=[8, 16]",
+    "detector.hidden=32",
+    "detector.spectral.log_rows=32",
+    "detector.spectral.segment=8191",
+    "mixing.segment=8191",
+    "optim.batch_size=8",
+    "optim.valid_items=32",
+    "optim.valid_every=4",
+    "optim.checkpoint_every=4",
+]
+
+
+def tiny_detector(seed: int = 0, **overrides) -> InstrumentDetector:
+    config = DetectorConfig(**{"channels": (4, 8), "hidden": 16, "spectral": SMALL, **overrides})
+    torch.manual_seed(seed)
+    return InstrumentDetector(config).eval()
+
+
+def biased_detector(present: tuple[str, ...], threshold: float = 0.5) -> InstrumentDetector:
+    """A detector whose frame logits are +6 for ``present`` and -6 for the rest, whatever the
+    input: sigmoid 0.998 / 0.002."""
+    model = tiny_detector(threshold=threshold)
+    with torch.no_grad():
+        model.frame_head.weight.zero_()
+        model.frame_head.bias.copy_(torch.tensor([6.0 if c in present else -6.0 for c in CODES]))
+    return model
+
+
+def save_detector(path: Path, model: InstrumentDetector) -> Path:
+    return save_model_dir(path, model, model.config, dtype=torch.float32)
+
+
+def _tone(code: str, n: int, rng: np.random.Generator) -> np.ndarray:
+    t = np.arange(n) / RATE
+    out, pos = np.zeros(n), 0
+    while pos < n:
+        length = int(RATE * rng.uniform(0.15, 0.4))
+        f0 = rng.uniform(150, 700)
+        note = sum(a * np.sin(2 * np.pi * f0 * (k + 1) * t[:length])
+                   for k, a in enumerate(TIMBRES[code]))
+        out[pos:pos + length] += note[: n - pos]
+        pos += length
+    return (0.2 * out / np.abs(out).max()).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def urmp_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Six small pieces of two or three synthetic instruments in the URMP layout."""
+    root = tmp_path_factory.mktemp("data")
+    rng = np.random.default_rng(0)
+    codes = list(TIMBRES)
+    for i in range(6):
+        chosen = [codes[(i + j) % 4] for j in range(2 + i % 2)]
+        name = f"{i + 1:04d}_work{i}_" + "_".join(chosen)
+        folder = root / name
+        folder.mkdir()
+        stems = [_tone(c, RATE * 3, rng) for c in chosen]
+        for k, (code, stem) in enumerate(zip(chosen, stems, strict=True)):
+            sf.write(folder / f"AuSep_{k + 1}_{code}_{i + 1:04d}_work{i}.wav", stem, RATE)
+        sf.write(folder / f"AuMix_{name}.wav", sum(stems), RATE)
+    return root
+
+
+@pytest.fixture
+def cli(capsys: pytest.CaptureFixture[str]) -> Callable[..., tuple[int, str, str]]:
+    """``cli(*args)`` -> (exit code, stdout, stderr) of ``cusep *args``, in-process."""
+
+    def run(*args: object) -> tuple[int, str, str]:
+        capsys.readouterr()
+        with pytest.raises(SystemExit) as info:
+            main([*map(str, args)])
+        out = capsys.readouterr()
+        code = info.value.code
+        return (0 if code is None else code if isinstance(code, int) else 1), out.out, out.err
+
+    return run
+
+
+@pytest.fixture
+def track(tmp_path: Path, make_signal) -> Path:
+    """A 2.5 s stereo wav at 22050 Hz."""
+    path = tmp_path / "in" / "mix.wav"
+    path.parent.mkdir()
+    sf.write(path, make_signal(22050, 2.5, channels=2).T, 22050)
+    return path
+
+
+# ----------------------------------------------------------------------------- the network
+
+
+def test_detector_shapes_and_pooling() -> None:
+    model = tiny_detector()
+    inp, _ = features(torch.randn(3, SMALL.segment) * 0.1, SMALL)
+    assert inp.shape == (3, 1, 32, 16)
+    clip, frames = model(inp)
+    assert clip.shape == (3, 13) and frames.shape == (3, 13, 4)
+    z = torch.randn(2, 13, 5)
+    torch.testing.assert_close(attention_pool(z, torch.zeros_like(z)), z.mean(-1))
+    peaked = torch.full_like(z, -50.0)
+    peaked[..., 2] = 50.0  # all attention on frame 2
+    torch.testing.assert_close(attention_pool(z, peaked), z[..., 2])
+    with pytest.raises(ValueError, match="multiple"):
+        DetectorConfig(spectral=SpectralConfig(freq_scale="log", log_rows=100))
+    with pytest.raises(ValueError, match="threshold"):
+        DetectorConfig(threshold=0.0)
+
+
+def test_metrics() -> None:
+    assert average_precision(np.array([0.9, 0.8, 0.3, 0.1]), np.array([1, 0, 1, 0])) == \
+        pytest.approx((1 + 2 / 3) / 2)
+    assert np.isnan(average_precision(np.array([0.5, 0.4]), np.array([0, 0])))
+    probs = np.array([[0.9, 0.2], [0.6, 0.7], [0.3, 0.1]])
+    targets = np.array([[1, 0], [1, 1], [0, 0]])
+    np.testing.assert_allclose(f1_scores(probs, targets, 0.5), [1.0, 1.0])
+    np.testing.assert_allclose(f1_scores(probs, targets, 0.65), [2 / 3, 1.0])
+    threshold, f1 = best_threshold(probs, targets)
+    assert f1 == 1.0 and 0.3 <= threshold < 0.6
+    m = detection_metrics(probs, targets, classes=("vn", "va"))
+    assert m["map"] == 1.0 and m["per_class_f1"] == {"vn": 1.0, "va": 1.0}
+
+
+# ------------------------------------------------------------------------------- training
+
+
+def test_tiny_detector_learns(urmp_data: Path, tmp_path: Path) -> None:
+    cfg = build_config("cusep-detect", [*TINY, f"data.train=['{urmp_data}']", "optim.lr=3e-3"])
+    trainer = Trainer(cfg, tmp_path / "run", torch.device("cpu"), log=lambda s: None)
+    assert isinstance(trainer.model, InstrumentDetector)
+    first = trainer.validate()
+    assert set(first) == {"valid_loss", "valid_map", "valid_f1", "valid_threshold"}
+    for _ in range(30):
+        trainer.train_step()
+    last = trainer.validate()
+    assert last["valid_loss"] < first["valid_loss"] * 0.9
+    assert last["valid_map"] > first["valid_map"]
+
+
+def test_fit_export_load_round_trip(urmp_data: Path, tmp_path: Path, tiny_model_dir: Path
+                                    ) -> None:
+    cfg = build_config("cusep-detect", [*TINY, f"data.train=['{urmp_data}']",
+                                        "optim.max_steps=8"])
+    trainer = Trainer(cfg, tmp_path / "run", torch.device("cpu"), log=lambda s: None)
+    trainer.fit(progress=False)
+    log = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    best = max(log, key=lambda r: r["valid_map"])
+    out = export_run(tmp_path / "run", tmp_path / "det")
+    config = json.loads((out / "config.json").read_text())
+    assert config["kind"] == "detector" and config["threshold"] == best["valid_threshold"]
+    assert config["metrics"]["valid_map"] == best["valid_map"]
+    assert "instrument detector" in (out / "README.md").read_text()
+    model, mdir = load_detector(out)
+    assert model.config.threshold == best["valid_threshold"] and mdir.kind == "detector"
+    for key, value in trainer.model.state_dict().items():  # fp16 on disk
+        torch.testing.assert_close(model.state_dict()[key], value.float(), atol=2e-3, rtol=2e-3)
+    with pytest.raises(CusepError, match="'detector' model, not a separator"):
+        load_model(out)
+    with pytest.raises(CusepError, match="'separator' model, not a detector"):
+        load_detector(tiny_model_dir)
+
+
+def test_registry_names_the_default_detector(tmp_path: Path) -> None:
+    save_detector(tmp_path / "det", tiny_detector())
+    registry = tmp_path / "registry.json"
+    registry.write_text(json.dumps({"detector": "det-v1", "det-v1": {"path": "det"}}))
+    model, mdir = load_detector(None, registry=registry)
+    assert mdir.path == tmp_path / "det" and isinstance(model, InstrumentDetector)
+    registry.write_text(json.dumps({"det-v1": {"path": "det"}}))
+    with pytest.raises(CusepError, match="no default detector"):
+        load_detector(None, registry=registry)
+    registry.write_text(json.dumps({"detector": "nope", "det-v1": {"path": "det"}}))
+    with pytest.raises(CusepError, match="registry detector 'nope'"):
+        resolve_model("det-v1", registry=registry)
+
+
+# ------------------------------------------------------------------------------------ the API
+
+
+def test_detector_windows_and_decisions(make_signal) -> None:
+    det = cusep.Detector(biased_detector(("vn", "cl")), device="cpu")
+    audio = make_signal(22050, 2.0, channels=2)  # 2 s: windows of 4095 samples at 11025 Hz
+    result = det.detect(audio, 22050)
+    assert result.detected == ("vn", "cl")
+    assert result.probabilities.shape == (13,) and result.window_probabilities.shape[1] == 13
+    n = 22050  # samples at the model rate
+    assert len(result.times) == -(-n // SMALL.segment)
+    assert result.times[-1] == pytest.approx((n - SMALL.segment) / RATE)  # tail aligned to end
+    assert list(result.confidences())[:2] == ["vn", "cl"]
+    data = json.loads(json.dumps(result.to_dict()))
+    assert data["detected"] == ["vn", "cl"] and len(data["windows"]) == len(result.times)
+    silent = det.detect(np.zeros((2, 22050), np.float32), 22050)
+    assert silent.detected == () and not silent.probabilities.any()
+    with pytest.raises(CusepError, match="empty"):
+        det.detect(np.zeros((1, 0), np.float32), 22050)
+    with pytest.raises(CusepError, match="NaN"):
+        det.detect(np.full(5000, np.nan, np.float32), 22050)
+
+
+def test_separate_auto_api(tmp_path: Path, short_model_dir: Path, make_signal) -> None:
+    audio = make_signal(22050, 2.0)
+    both = save_detector(tmp_path / "both", biased_detector(("vn", "vc")))
+    stems = cusep.separate(audio, 22050, "auto", model=short_model_dir, detector=both,
+                           device="cpu")
+    assert sorted(stems) == ["vc", "vn"] and stems["vn"].shape == audio.shape
+    none = save_detector(tmp_path / "none", biased_detector(()))
+    with pytest.raises(CusepError, match="no instrument detected"):
+        cusep.separate(audio, 22050, "auto", model=short_model_dir, detector=none, device="cpu")
+
+
+# ------------------------------------------------------------------------------------ the CLI
+
+
+def test_cli_detect_table_and_json(cli, tmp_path: Path, track: Path) -> None:
+    det = save_detector(tmp_path / "det", biased_detector(("fl", "hn")))
+    code, out, err = cli("detect", track, "--model", det, "--device", "cpu")
+    assert code == 0, err
+    assert "detected in" in out and "fl 1.00, hn 1.00" in out and "flute" in out
+    code, out, err = cli("detect", track, "--model", det, "--json", "--device", "cpu")
+    assert code == 0, err
+    data = json.loads(out)
+    [record] = data["files"]
+    assert record["file"] == str(track) and record["detected"] == ["fl", "hn"]
+    assert set(record["probabilities"]) == set(CODES) and record["windows"]
+    code, out, err = cli("detect", track, "--model", det, "--threshold", "0.999",
+                         "--device", "cpu")
+    assert code == 0 and "nothing" in out
+
+
+def test_cli_detect_bad_input(cli, tmp_path: Path, track: Path) -> None:
+    det = save_detector(tmp_path / "det", biased_detector(("fl",)))
+    bad = tmp_path / "in" / "bad.wav"
+    bad.write_bytes(b"not audio")
+    code, out, err = cli("detect", track, bad, "--model", det, "--device", "cpu")
+    assert code == 1 and "Traceback" not in out + err
+    assert "detected in" in out and "bad.wav" in err
+    code, out, err = cli("detect", track, "--model", tmp_path / "missing", "--device", "cpu")
+    assert code == 1 and "no model directory" in err
+
+
+def test_cli_separate_auto(cli, tmp_path: Path, track: Path, short_model_dir: Path) -> None:
+    det = save_detector(tmp_path / "det", biased_detector(("vn", "vc")))
+    out_dir = tmp_path / "out"
+    code, out, err = cli("separate", track, "-i", "auto", "--detector", det, "--model",
+                         short_model_dir, "-o", out_dir, "--device", "cpu")
+    assert code == 0, err
+    assert "detected in" in err and "vn 1.00, vc 1.00" in err
+    assert sorted(p.name for p in (out_dir / "mix").iterdir()) == ["vc.wav", "vn.wav"]
+
+
+def test_cli_separate_auto_nothing_detected(cli, tmp_path: Path, track: Path,
+                                            short_model_dir: Path) -> None:
+    det = save_detector(tmp_path / "det", biased_detector(()))
+    out_dir = tmp_path / "out"
+    code, out, err = cli("separate", track, "-i", "auto", "--detector", det, "--model",
+                         short_model_dir, "-o", out_dir, "--device", "cpu")
+    lines = [line for line in (out + err).splitlines() if line.strip()]
+    assert code == 1 and len(lines) == 1, lines
+    assert "no instrument detected" in lines[0] and "nothing written" in lines[0]
+    assert not out_dir.exists()
