@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
+import tomllib
 import typing
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
-
-import tomllib
 
 from .data.mixing import MixingConfig
 from .detect import DetectorConfig
