@@ -74,8 +74,11 @@ def parse_instrument(name: str) -> str:
     key = " ".join(name.strip().lower().replace("_", " ").split())
     if key in _ALIASES:
         return _ALIASES[key]
-    close = difflib.get_close_matches(key, list(_ALIASES), n=1, cutoff=0.5)
-    hint = f" Did you mean '{_ALIASES[close[0]]}' ({close[0]})?" if close else ""
+    close = difflib.get_close_matches(key, list(_ALIASES), n=1, cutoff=0.65)
+    hint = ""
+    if close:
+        code = _ALIASES[close[0]]
+        hint = f" Did you mean '{code}' ({BY_CODE[code].name})?"
     raise InstrumentError(
         f"unknown instrument '{name.strip()}'.{hint} Valid codes: {', '.join(CODES)}."
     )
