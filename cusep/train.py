@@ -345,6 +345,10 @@ class Trainer:
             losses.append(self.train_step())
             bar.update(self.step, losses[-1])
             out_of_time = opt.max_minutes > 0 and time.monotonic() - start > opt.max_minutes * 60
+            if opt.max_minutes > 0 and self.world > 1:  # every rank stops at the same step
+                flag = torch.tensor([float(out_of_time)], device=self.device)
+                dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+                out_of_time = bool(flag.item())
             last = self.step >= opt.max_steps or out_of_time
             if self.step % opt.valid_every == 0 or last:
                 record = {"step": self.step, "train_loss": sum(losses) / len(losses),

@@ -138,7 +138,8 @@ def test_ddp_two_processes_on_cpu(urmp_data: Path, tmp_path: Path) -> None:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
            "--master_port", "29517", "-m", "cusep", "train", str(tmp_path / "ddp"),
-           "--data", str(urmp_data), "--max-steps", "4", "--no-progress", "--device", "cpu", *sets]
+           "--data", str(urmp_data), "--max-steps", "4", "--max-minutes", "30", "--no-progress",
+           "--device", "cpu", *sets]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=400, env=env)
     assert done.returncode == 0, done.stderr[-2000:]
     log = (tmp_path / "ddp" / "metrics.jsonl").read_text().splitlines()
