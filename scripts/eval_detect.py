@@ -17,12 +17,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from collections import Counter
 
 import numpy as np
 
-from cusep.detect import Detector, detection_metrics
+from cusep.detect import Detector, best_threshold, detection_metrics
 from cusep.evaluate import load_sources, select_pieces
 from cusep.instruments import BY_CODE, label_vector
 from cusep.metrics import si_sdr
@@ -41,7 +42,7 @@ def main() -> None:
     rate = det.model.config.spectral.sample_rate
     pieces, _ = select_pieces(args.data)
     probs, targets, win_probs, win_targets = [], [], [], []
-    pairs: Counter[tuple[str, str]] = Counter()
+    pairs: Counter[tuple[str, str]] = Counter()  # (missed, falsely detected) in one piece
     misses = false = same_miss = same_false = 0
     gains_true, gains_auto = [], []  # sources of the pieces with a detection error
     start = time.perf_counter()
@@ -75,6 +76,8 @@ def main() -> None:
                                       if c in auto else 0.0)
             else:
                 gains_auto += [0.0] * len(codes)
+            print(f"{piece.name}: true {sorted(codes)} detected {sorted(found)}, "
+                  f"{time.perf_counter() - start:.0f} s", file=sys.stderr, flush=True)
     probs, targets = np.stack(probs), np.stack(targets)
     rec = detection_metrics(probs, targets, det.threshold, det.classes)
     win = detection_metrics(np.concatenate(win_probs), np.concatenate(win_targets),
@@ -87,6 +90,7 @@ def main() -> None:
         "recording_map": rec["map"],
         "recording_macro_f1": rec["f1"],
         "recording_exact_sets": exact,
+        "recording_best_threshold": best_threshold(probs, targets),
         "per_instrument_f1": rec["per_class_f1"],
         "per_instrument_ap": rec["ap"],
         "window_map": win["map"],
@@ -96,7 +100,10 @@ def main() -> None:
         "false_detections": false,
         "false_with_same_family_present": same_false,
         "missed_with_same_family_false": same_miss,
-        "confusions_missed_to_false": {f"{m}->{e}": n for (m, e), n in pairs.most_common(15)},
+        "confusions_same_family": {f"{m}->{e}": n for (m, e), n in pairs.most_common()
+                                   if BY_CODE[m].family == BY_CODE[e].family},
+        "confusions_other_family": {f"{m}->{e}": n for (m, e), n in pairs.most_common(12)
+                                    if BY_CODE[m].family != BY_CODE[e].family},
         "seconds": round(time.perf_counter() - start, 1),
     }
     if sep is not None:
