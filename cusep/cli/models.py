@@ -48,7 +48,7 @@ def render_table(rows: list[dict[str, Any]]) -> Table:
     table.add_column("size", justify="right", no_wrap=True)
     table.add_column("instruments")
     table.add_column("conditioning")
-    table.add_column("key metric", no_wrap=True)
+    table.add_column("key metric", overflow="fold")
     for row in rows:
         name = f"{row['name']} *" if row["default"] else row["name"]
         size = f"{row['size_mb']:.1f} MB" if row["size_mb"] is not None else "not cached"
@@ -61,12 +61,20 @@ def render_table(rows: list[dict[str, Any]]) -> Table:
 
 
 def key_metric(metrics: dict[str, Any]) -> str:
-    """``name=value`` of the headline metric: the first SDR-like number, else the first number."""
+    """``name=value`` of the headline metric: a held-out test SI-SDR improvement or mAP first,
+    then validation ones, then any SDR-like number, else the first number."""
     numbers = [(k, v) for k, v in metrics.items()
                if isinstance(v, int | float) and not isinstance(v, bool)]
     if not numbers:
         return "-"
-    key, value = next(((k, v) for k, v in numbers if "sdr" in k.lower()), numbers[0])
+    for pattern in ("si_sdri", "map", "si_sdr", "sdr"):
+        for prefix in ("test", "valid", ""):
+            for key, value in numbers:
+                name = key.lower()
+                if pattern in name.split("_", 1)[-1] and name.startswith(prefix) \
+                        and "minus" not in name:
+                    return f"{key}={value:.2f}" if isinstance(value, float) else f"{key}={value}"
+    key, value = numbers[0]
     return f"{key}={value:.2f}" if isinstance(value, float) else f"{key}={value}"
 
 
