@@ -76,3 +76,60 @@ def make_signal() -> Callable[..., np.ndarray]:
         return out.astype(np.float32)
 
     return make
+
+
+RunCli = Callable[..., tuple[int, str, str]]
+
+
+@pytest.fixture
+def cli(capsys: pytest.CaptureFixture[str]) -> RunCli:
+    """``cli(*args)`` -> (exit code, stdout, stderr) of ``cusep *args``, in-process."""
+    from cusep.cli import main
+
+    def run(*args: object) -> tuple[int, str, str]:
+        capsys.readouterr()
+        with pytest.raises(SystemExit) as info:
+            main([*map(str, args)])
+        out = capsys.readouterr()
+        code = info.value.code
+        return (0 if code is None else code if isinstance(code, int) else 1), out.out, out.err
+
+    return run
+
+
+TIMBRES = {"vn": [1, 0.5, 0.3, 0.2], "vc": [1, 0.3, 0.6], "fl": [1, 0.1], "tpt": [1, 0.8, 0.7, 0.6]}
+
+
+def _tone(code: str, n: int, rng: np.random.Generator, rate: int = 11025) -> np.ndarray:
+    """A melody of random harmonic notes with the partials of TIMBRES[code]: (n,)."""
+    t = np.arange(n) / rate
+    out, pos = np.zeros(n), 0
+    while pos < n:
+        length = int(rate * rng.uniform(0.15, 0.4))
+        f0 = rng.uniform(150, 700)
+        note = sum(a * np.sin(2 * np.pi * f0 * (k + 1) * t[:length])
+                   for k, a in enumerate(TIMBRES[code]))
+        out[pos:pos + length] += note[: n - pos]
+        pos += length
+    return (0.2 * out / np.abs(out).max()).astype(np.float32)
+
+
+@pytest.fixture(scope="session")
+def urmp_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Six small rendered-style pieces (2-3 synthetic instruments, 3 s, 11025 Hz) in the URMP
+    layout, as ``cusep synth`` writes them."""
+    import soundfile as sf
+
+    root = tmp_path_factory.mktemp("urmp_data")
+    rng = np.random.default_rng(0)
+    codes = list(TIMBRES)
+    for i in range(6):
+        chosen = [codes[(i + j) % 4] for j in range(2 + i % 2)]
+        name = f"{i + 1:04d}_work{i}_" + "_".join(chosen)
+        folder = root / name
+        folder.mkdir()
+        stems = [_tone(c, 11025 * 3, rng) for c in chosen]
+        for k, (code, stem) in enumerate(zip(chosen, stems, strict=True)):
+            sf.write(folder / f"AuSep_{k + 1}_{code}_{i + 1:04d}_work{i}.wav", stem, 11025)
+        sf.write(folder / f"AuMix_{name}.wav", sum(stems), 11025)
+    return root

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +13,6 @@ import torch
 
 import cusep
 from cusep.checkpoint import load_detector, load_model, resolve_model, save_model_dir
-from cusep.cli import main
 from cusep.config import build_config
 from cusep.detect import (
     DetectorConfig,
@@ -33,7 +31,6 @@ from cusep.train import Trainer, load_weights
 
 RATE = 11025
 SMALL = SpectralConfig(freq_scale="log", log_rows=32, segment=4095)
-TIMBRES = {"vn": [1, 0.5, 0.3, 0.2], "vc": [1, 0.3, 0.6], "fl": [1, 0.1], "tpt": [1, 0.8, 0.7, 0.6]}
 TINY = [
     "detector.channels=[8, 16]",
     "detector.hidden=32",
@@ -67,50 +64,7 @@ def save_detector(path: Path, model: InstrumentDetector) -> Path:
     return save_model_dir(path, model, model.config, dtype=torch.float32)
 
 
-def _tone(code: str, n: int, rng: np.random.Generator) -> np.ndarray:
-    t = np.arange(n) / RATE
-    out, pos = np.zeros(n), 0
-    while pos < n:
-        length = int(RATE * rng.uniform(0.15, 0.4))
-        f0 = rng.uniform(150, 700)
-        note = sum(a * np.sin(2 * np.pi * f0 * (k + 1) * t[:length])
-                   for k, a in enumerate(TIMBRES[code]))
-        out[pos:pos + length] += note[: n - pos]
-        pos += length
-    return (0.2 * out / np.abs(out).max()).astype(np.float32)
 
-
-@pytest.fixture(scope="module")
-def urmp_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Six small pieces of two or three synthetic instruments in the URMP layout."""
-    root = tmp_path_factory.mktemp("data")
-    rng = np.random.default_rng(0)
-    codes = list(TIMBRES)
-    for i in range(6):
-        chosen = [codes[(i + j) % 4] for j in range(2 + i % 2)]
-        name = f"{i + 1:04d}_work{i}_" + "_".join(chosen)
-        folder = root / name
-        folder.mkdir()
-        stems = [_tone(c, RATE * 3, rng) for c in chosen]
-        for k, (code, stem) in enumerate(zip(chosen, stems, strict=True)):
-            sf.write(folder / f"AuSep_{k + 1}_{code}_{i + 1:04d}_work{i}.wav", stem, RATE)
-        sf.write(folder / f"AuMix_{name}.wav", sum(stems), RATE)
-    return root
-
-
-@pytest.fixture
-def cli(capsys: pytest.CaptureFixture[str]) -> Callable[..., tuple[int, str, str]]:
-    """``cli(*args)`` -> (exit code, stdout, stderr) of ``cusep *args``, in-process."""
-
-    def run(*args: object) -> tuple[int, str, str]:
-        capsys.readouterr()
-        with pytest.raises(SystemExit) as info:
-            main([*map(str, args)])
-        out = capsys.readouterr()
-        code = info.value.code
-        return (0 if code is None else code if isinstance(code, int) else 1), out.out, out.err
-
-    return run
 
 
 @pytest.fixture

@@ -63,21 +63,6 @@ def urmp(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_urmp(tmp_path_factory.mktemp("urmp") / "URMP")
 
 
-@pytest.fixture
-def cli(capsys: pytest.CaptureFixture[str]) -> Run:
-    """``cli(*args)`` -> (exit code, stdout, stderr) of ``cusep *args``, in-process."""
-
-    def run(*args: object) -> tuple[int, str, str]:
-        capsys.readouterr()
-        with pytest.raises(SystemExit) as info:
-            main([*map(str, args)])
-        out = capsys.readouterr()
-        code = info.value.code
-        return (0 if code is None else code if isinstance(code, int) else 1), out.out, out.err
-
-    return run
-
-
 @pytest.fixture(scope="module")
 def paper_run(urmp: Path, make_model_dir, tmp_path_factory) -> tuple[Path, str]:
     """The paper protocol on the fixture with the tiny model: (out folder, stderr)."""

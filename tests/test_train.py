@@ -10,7 +10,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import soundfile as sf
 import torch
 
 from cusep.config import build_config, preset_names
@@ -27,38 +26,6 @@ TINY = [
     "optim.valid_every=4",
     "optim.checkpoint_every=4",
 ]
-TIMBRES = {"vn": [1, 0.5, 0.3, 0.2], "vc": [1, 0.3, 0.6], "fl": [1, 0.1], "tpt": [1, 0.8, 0.7, 0.6]}
-
-
-def _tone(code: str, n: int, rng: np.random.Generator) -> np.ndarray:
-    t = np.arange(n) / RATE
-    out, pos = np.zeros(n), 0
-    while pos < n:
-        length = int(RATE * rng.uniform(0.15, 0.4))
-        f0 = rng.uniform(150, 700)
-        note = sum(a * np.sin(2 * np.pi * f0 * (k + 1) * t[:length])
-                   for k, a in enumerate(TIMBRES[code]))
-        out[pos:pos + length] += note[: n - pos]
-        pos += length
-    return (0.2 * out / np.abs(out).max()).astype(np.float32)
-
-
-@pytest.fixture(scope="module")
-def urmp_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Six small rendered-style pieces in the URMP layout (what ``cusep synth`` writes)."""
-    root = tmp_path_factory.mktemp("data")
-    rng = np.random.default_rng(0)
-    codes = list(TIMBRES)
-    for i in range(6):
-        chosen = [codes[(i + j) % 4] for j in range(2 + i % 2)]
-        name = f"{i + 1:04d}_work{i}_" + "_".join(chosen)
-        folder = root / name
-        folder.mkdir()
-        stems = [_tone(c, RATE * 3, rng) for c in chosen]
-        for k, (code, stem) in enumerate(zip(chosen, stems, strict=True)):
-            sf.write(folder / f"AuSep_{k + 1}_{code}_{i + 1:04d}_work{i}.wav", stem, RATE)
-        sf.write(folder / f"AuMix_{name}.wav", sum(stems), RATE)
-    return root
 
 
 def _config(data: Path, preset: str = "cusep-label", extra: tuple[str, ...] = ()):
