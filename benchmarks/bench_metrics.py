@@ -7,43 +7,23 @@ their ratio and the largest difference in dB. Run: python benchmarks/bench_metri
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 import warnings
+from pathlib import Path
 
 import numpy as np
-import scipy.signal
 
 from cusep.metrics import bss_eval_sources
 
-SR = 11025
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from signals import SR, make_estimates, make_references  # noqa: E402
 
 
 def make_signals(n: int, samples: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """References (resonant filtered noise / vibrato harmonic tones + noise floor) and estimates
-    (reference + leakage of the others + 64-tap filtered distortion + noise). (n, samples) each."""
-    rng = np.random.default_rng(seed)
-    t = np.arange(samples) / SR
-    refs = []
-    for i in range(n):
-        if i % 2 == 0:
-            x = rng.standard_normal(samples)
-            for _ in range(2):
-                f, r = rng.uniform(200, 3000), rng.uniform(0.95, 0.99)
-                w = 2 * np.pi * f / SR
-                x = scipy.signal.lfilter([1 - r], [1, -2 * r * np.cos(w), r * r], x)
-        else:
-            f0 = rng.uniform(150, 500) * (1 + 0.006 * np.sin(2 * np.pi * 5.5 * t))
-            phase = 2 * np.pi * np.cumsum(f0) / SR
-            amps = rng.uniform(0.2, 1.0, 8) / np.arange(1, 9)
-            x = sum(a * np.sin(h * phase + rng.uniform(0, 6.3)) for h, a in enumerate(amps, 1))
-            x = x * (0.6 + 0.4 * np.sin(2 * np.pi * rng.uniform(0.3, 1.5) * t))
-        refs.append(x / np.std(x) + 0.03 * rng.standard_normal(samples))
-    refs = np.array(refs)
-    leak = rng.uniform(0.05, 0.3, (n, n))
-    np.fill_diagonal(leak, 1.0)
-    taps = rng.standard_normal((n, 64)) * np.exp(-np.arange(64) / 10) * 0.3
-    distortion = np.array([np.convolve(refs[j], taps[j])[:samples] for j in range(n)])
-    return refs, leak @ refs + distortion + 0.1 * rng.standard_normal((n, samples))
+    """References and estimates (n, samples) from the metric tests' generator."""
+    refs = make_references(n, samples, seed)
+    return refs, make_estimates(refs, seed)
 
 
 def main() -> None:

@@ -77,26 +77,22 @@ class ModelDir:
     @property
     def model_config(self) -> ModelConfig:
         """The network's :class:`ModelConfig` (``config.json`` without the metadata keys)."""
-        data = {k: v for k, v in self.config.items() if k not in METADATA_KEYS}
-        try:
-            return ModelConfig.from_dict(data)
-        except (TypeError, ValueError) as exc:
-            raise CusepError(
-                f"{self.path / CONFIG_FILE} is not a valid cusep model config ({exc}); "
-                "re-export the model with cusep"
-            ) from None
+        return self._network_config(ModelConfig, "model")
 
     @property
     def detector_config(self) -> DetectorConfig:
         """The detector's :class:`DetectorConfig` (``config.json`` without the metadata keys)."""
         from .detect import DetectorConfig
 
+        return self._network_config(DetectorConfig, "detector")
+
+    def _network_config(self, cls: type, what: str) -> Any:
         data = {k: v for k, v in self.config.items() if k not in METADATA_KEYS}
         try:
-            return DetectorConfig.from_dict(data)
+            return cls.from_dict(data)
         except (TypeError, ValueError) as exc:
             raise CusepError(
-                f"{self.path / CONFIG_FILE} is not a valid cusep detector config ({exc}); "
+                f"{self.path / CONFIG_FILE} is not a valid cusep {what} config ({exc}); "
                 "re-export the model with cusep"
             ) from None
 

@@ -27,6 +27,7 @@ from .checkpoint import ModelDir, load_detector
 from .errors import CusepError
 from .instruments import BY_CODE, CODES
 from .separate import _check_signal, resolve_device
+from .serial import dataclass_from_dict
 from .spectral import SpectralConfig, features
 
 SILENCE_DB = -70.0
@@ -68,17 +69,7 @@ class DetectorConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> DetectorConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(data) - known
-        if unknown:
-            raise ValueError(f"unknown detector config keys: {sorted(unknown)}")
-        kwargs = dict(data)
-        if "spectral" in kwargs:
-            kwargs["spectral"] = SpectralConfig(**kwargs["spectral"])
-        for key in ("classes", "channels"):
-            if key in kwargs:
-                kwargs[key] = tuple(kwargs[key])
-        return cls(**kwargs)
+        return dataclass_from_dict(cls, data, "detector")
 
 
 def attention_pool(frames: torch.Tensor, attention: torch.Tensor) -> torch.Tensor:

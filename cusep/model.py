@@ -17,6 +17,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from .instruments import CODES
+from .serial import dataclass_from_dict
 from .spectral import SpectralConfig
 
 Conditioning = Literal["none", "film-bottleneck", "film-encoder", "film-final", "label-multiply"]
@@ -64,17 +65,7 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(data) - known
-        if unknown:
-            raise ValueError(f"unknown model config keys: {sorted(unknown)}")
-        kwargs = dict(data)
-        if "spectral" in kwargs:
-            kwargs["spectral"] = SpectralConfig(**kwargs["spectral"])
-        for key in ("instruments", "channels"):
-            if key in kwargs:
-                kwargs[key] = tuple(kwargs[key])
-        return cls(**kwargs)
+        return dataclass_from_dict(cls, data, "model")
 
 
 class FiLM(nn.Module):

@@ -1,0 +1,28 @@
+"""Frozen dataclass configs from JSON-like dicts (the inverse of ``dataclasses.asdict``)."""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+
+def dataclass_from_dict(cls: type[T], data: dict[str, Any], what: str) -> T:
+    """Build ``cls`` from ``data``: nested dataclass fields recursively, lists as tuples where
+    the field is a tuple. Unknown keys raise ValueError naming ``what``."""
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = set(data) - known
+    if unknown:
+        raise ValueError(f"unknown {what} config keys: {sorted(unknown)}")
+    kwargs: dict[str, Any] = {}
+    for key, value in data.items():
+        hint = hints[key]
+        if dataclasses.is_dataclass(hint) and isinstance(value, dict):
+            value = dataclass_from_dict(hint, value, key)
+        elif typing.get_origin(hint) is tuple and isinstance(value, list):
+            value = tuple(value)
+        kwargs[key] = value
+    return cls(**kwargs)
