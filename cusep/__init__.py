@@ -4,6 +4,7 @@
 >>> stems = cusep.separate(audio, 44100, instruments="vn,va,vc")   # {code: (channels, samples)}
 >>> stems = cusep.separate(audio, 44100, instruments="auto")       # detected instruments
 >>> cusep.Detector().detect(audio, 44100).confidences()            # {code: probability}
+>>> stems, plan = cusep.separate_video("quartet.mp4", "boxes.json")  # {"player1_vn": ...}
 """
 
 from __future__ import annotations
@@ -14,12 +15,14 @@ from .checkpoint import load_detector, load_model
 from .detect import DetectionResult, Detector
 from .instruments import CODES, INSTRUMENTS, parse_instruments
 from .separate import Separator, SeparatorConfig, separate
+from .video_separate import PlayerPlan, separate_video
 
 __all__ = [
     "CODES",
     "DetectionResult",
     "Detector",
     "INSTRUMENTS",
+    "PlayerPlan",
     "Separator",
     "SeparatorConfig",
     "__version__",
@@ -27,4 +30,5 @@ __all__ = [
     "load_model",
     "parse_instruments",
     "separate",
+    "separate_video",
 ]

@@ -13,6 +13,7 @@ import logging
 import math
 import os
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal, TypeVar
@@ -101,18 +102,21 @@ class AudioInfo:
 # ----------------------------------------------------------------------------- reading
 
 
-def _check_input(path: str | Path) -> Path:
+def _check_input(path: str | Path, kind: str = "audio") -> Path:
+    """An existing, readable, non-empty file, else CusepError. ``kind``: audio or video."""
     path = Path(path)
+    article = "an" if kind == "audio" else "a"
+    wanted = "audio or video" if kind == "audio" else kind
     if not path.exists():
         raise CusepError(f"{path}: file not found; check the path")
     if path.is_dir():
-        raise CusepError(f"{path}: is a folder, not an audio file; give a file inside it")
+        raise CusepError(f"{path}: is a folder, not {article} {kind} file; give a file inside it")
     try:
         size = path.stat().st_size
     except OSError as e:
         raise CusepError(f"{path}: cannot be read ({e.strerror}); check its permissions") from e
     if size == 0:
-        raise CusepError(f"{path}: is empty (0 bytes); give a non-empty audio or video file")
+        raise CusepError(f"{path}: is empty (0 bytes); give a non-empty {wanted} file")
     return path
 
 
@@ -123,7 +127,9 @@ def _undecodable(path: Path, reason: str) -> CusepError:
     )
 
 
-def _open_av(path: Path) -> av.container.InputContainer:
+def _open_av(path: Path, undecodable: Callable[[Path, str], CusepError] = _undecodable,
+             ) -> av.container.InputContainer:
+    """av.open with one-line errors (``undecodable(path, reason)`` for corrupt files)."""
     import av  # PyAV is only needed for containers: imported on first use
 
     try:
@@ -131,7 +137,7 @@ def _open_av(path: Path) -> av.container.InputContainer:
     except PermissionError as e:
         raise CusepError(f"{path}: cannot be read ({e.strerror}); check its permissions") from e
     except (av.FFmpegError, OSError, ValueError, UnicodeDecodeError) as e:
-        raise _undecodable(path, "unknown or corrupt format") from e
+        raise undecodable(path, "unknown or corrupt format") from e
 
 
 def _audio_stream(container: av.container.InputContainer, path: Path) -> av.AudioStream:

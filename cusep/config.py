@@ -14,6 +14,7 @@ from .data.mixing import MixingConfig
 from .detect import DetectorConfig
 from .errors import CusepError
 from .model import ModelConfig
+from .serial import optional_dataclass
 from .spectral import SpectralConfig
 
 
@@ -26,6 +27,9 @@ class DataConfig:
     layout: Literal["urmp", "solos"] = "urmp"
     valid_fraction: float = 0.2
     """Used when no ``valid`` folder is given: the last fraction of the pieces / solo files."""
+    frame_step: float = 0.4
+    """Visual models: seconds between the cached player crops (read once at load time; uint8,
+    3 * S * S bytes per player per step: about 1.35 GB per player-hour at S = 224, 0.4 s)."""
 
 
 @dataclass(frozen=True)
@@ -132,7 +136,9 @@ def parse_override(item: str) -> tuple[list[str], Any]:
 def _merge(base: dict[str, Any], keys: list[str], value: Any) -> None:
     node = base
     for k in keys[:-1]:
-        node = node.setdefault(k, {})
+        if node.get(k) is None:  # an absent or unset optional section (model.visual)
+            node[k] = {}
+        node = node[k]
         if not isinstance(node, dict):
             raise CusepError(f"override '{'.'.join(keys)}': '{k}' is not a section")
     node[keys[-1]] = value
@@ -149,10 +155,11 @@ def _build(cls: type, data: dict[str, Any], where: str) -> Any:
     kwargs: dict[str, Any] = {}
     for key, value in data.items():
         hint = hints[key]
-        if dataclasses.is_dataclass(hint):
+        nested = optional_dataclass(hint)
+        if nested is not None and not (value is None and nested is not hint):
             if not isinstance(value, dict):
                 raise CusepError(f"setting {where}{key} must be a section")
-            kwargs[key] = _build(hint, value, f"{where}{key}.")
+            kwargs[key] = _build(nested, value, f"{where}{key}.")
         elif typing.get_origin(hint) is tuple and isinstance(value, list):
             kwargs[key] = tuple(value)
         elif hint is float and isinstance(value, int):

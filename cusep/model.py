@@ -1,9 +1,15 @@
-"""ConditionedUNet: every audio variant of the paper from one frozen config.
+"""ConditionedUNet: every variant of the paper from one frozen config.
 
 U-Net (one decoder, K output channels) or MHU-Net (K decoders of one channel); conditioning
-``none``, ``film-bottleneck``, ``film-encoder``, ``film-final`` or ``label-multiply``; ratio or
-binary masks. Every layer is built in ``__init__`` (the reference built FiLM layers lazily) and the
-label vector multiplies the masks *after* the output activation, so absent instruments are silent.
+``none``, ``film-bottleneck``, ``film-encoder``, ``film-final``, ``label-multiply`` or (visual
+models) ``final-multiply``; ratio or binary masks. Every layer is built in ``__init__`` (the
+reference built FiLM layers lazily) and the label vector multiplies the masks *after* the output
+activation, so absent instruments are silent.
+
+A model whose config has ``visual`` set owns a :class:`~cusep.visual.VisualEncoder`: its context
+is the 1024-d visual vector of the players, computed inside ``forward`` from
+``visual=(crops or backbone features, present)``; ``final-multiply`` maps that vector to sigmoid
+instrument probabilities (several instruments play at once) that multiply the masks.
 """
 
 from __future__ import annotations
@@ -19,16 +25,25 @@ from torch.nn import functional as F
 from .instruments import CODES
 from .serial import dataclass_from_dict
 from .spectral import SpectralConfig
+from .visual import VisualConfig, VisualEncoder
 
-Conditioning = Literal["none", "film-bottleneck", "film-encoder", "film-final", "label-multiply"]
+Conditioning = Literal[
+    "none", "film-bottleneck", "film-encoder", "film-final", "label-multiply", "final-multiply",
+]
 CONDITIONINGS: tuple[str, ...] = (
-    "none", "film-bottleneck", "film-encoder", "film-final", "label-multiply",
+    "none", "film-bottleneck", "film-encoder", "film-final", "label-multiply", "final-multiply",
 )
+VisualInput = tuple[torch.Tensor, torch.Tensor]
+"""(crops (B, P, F, 3, S, S) normalised, or backbone features (B, P, F, Db); present (B, P))."""
 
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """Every hyper-parameter of a separation network (saved as ``config.json``)."""
+    """Every hyper-parameter of a separation network (saved as ``config.json``).
+
+    ``visual``: None for label (or no) conditioning; set, the context is the visual vector and
+    ``context_dim`` must equal ``visual.feature_dim``.
+    """
 
     instruments: tuple[str, ...] = CODES
     architecture: Literal["unet", "mhunet"] = "unet"
@@ -38,6 +53,7 @@ class ModelConfig:
     channels: tuple[int, ...] = (16, 32, 64, 128, 256, 512)
     dropout: float = 0.2
     spectral: SpectralConfig = field(default_factory=SpectralConfig)
+    visual: VisualConfig | None = None
 
     def __post_init__(self) -> None:
         if self.conditioning not in CONDITIONINGS:
@@ -48,7 +64,16 @@ class ModelConfig:
             raise ValueError(f"unknown mask '{self.mask}'; ratio or binary")
         if len(self.channels) < 2:
             raise ValueError("channels needs at least two levels")
-        if self.conditioned and self.context_dim != len(self.instruments):
+        if self.visual is not None:
+            if self.conditioning in ("none", "label-multiply"):
+                raise ValueError(f"conditioning '{self.conditioning}' takes no visual branch; "
+                                 "use film-* or final-multiply")
+            if self.context_dim != self.visual.feature_dim:
+                raise ValueError(f"context_dim ({self.context_dim}) must equal "
+                                 f"visual.feature_dim ({self.visual.feature_dim})")
+        elif self.conditioning == "final-multiply":
+            raise ValueError("final-multiply needs a visual branch (model.visual)")
+        elif self.conditioned and self.context_dim != len(self.instruments):
             raise ValueError(f"context_dim ({self.context_dim}) must equal the number of "
                              f"instruments ({len(self.instruments)}) for label conditioning")
 
@@ -138,6 +163,8 @@ class ConditionedUNet(nn.Module):
 
     forward(inp (B, 1, rows, T), context (B, context_dim) or None) -> masks (B, K, rows, T) in
     [0, 1] (sigmoid of the logits). ``rows`` and ``T`` must be multiples of 2**len(channels).
+    A visual model takes ``visual=(crops or features, present)`` (:data:`VisualInput`) instead of
+    ``context``: ``forward(inp, visual=(crops, present))``.
     """
 
     def __init__(self, config: ModelConfig) -> None:
@@ -158,14 +185,49 @@ class ConditionedUNet(nn.Module):
         self.decoders = nn.ModuleList(
             Decoder(ch, outputs, config.dropout) for _ in range(count)
         )
+        self.visual = VisualEncoder(config.visual) if config.visual is not None else None
+        self.instrument_head = (
+            nn.Linear(config.context_dim, k) if cond == "final-multiply" else None
+        )
 
     @property
     def multiple(self) -> int:
         """Input height and width must be multiples of this."""
         return 2 ** len(self.config.channels)
 
-    def logits(self, inp: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
-        """Pre-activation outputs (B, K, rows, T)."""
+    def visual_context(self, visual: VisualInput) -> torch.Tensor:
+        """(crops or features, present) -> visual context (B, context_dim)."""
+        if self.visual is None:
+            raise ValueError("this model has no visual branch; pass a label context")
+        return self.visual(*visual)
+
+    def instrument_probabilities(self, context: torch.Tensor) -> torch.Tensor:
+        """Visual context (..., context_dim) -> sigmoid probabilities (..., K) (final-multiply)."""
+        if self.instrument_head is None:
+            raise ValueError("only final-multiply models predict instrument probabilities")
+        return torch.sigmoid(self.instrument_head(context.float()))
+
+    def player_probabilities(self, crops: torch.Tensor) -> torch.Tensor:
+        """Crops (B, P, F, 3, S, S) (or features (B, P, F, Db)) -> per player (B, P, K): which
+        instrument each player plays (final-multiply models)."""
+        if self.visual is None:
+            raise ValueError("this model has no visual branch")
+        return self.instrument_probabilities(self.visual.player_embeddings(crops))
+
+    def _context(self, context: torch.Tensor | None,
+                 visual: VisualInput | None) -> torch.Tensor | None:
+        if visual is not None:
+            return self.visual_context(visual)
+        if self.visual is not None and context is None:
+            raise ValueError("a visual model needs visual=(crops, present) or a visual context")
+        return context
+
+    def logits(self, inp: torch.Tensor, context: torch.Tensor | None = None,
+               visual: VisualInput | None = None) -> torch.Tensor:
+        """Pre-activation outputs (B, K, rows, T) (final-multiply: before the multiply)."""
+        return self(inp, context, visual, logits=True)
+
+    def _logits(self, inp: torch.Tensor, context: torch.Tensor | None) -> torch.Tensor:
         cfg = self.config
         if cfg.conditioned and context is None:
             raise ValueError(f"a '{cfg.conditioning}' model needs a context vector")
@@ -182,8 +244,17 @@ class ConditionedUNet(nn.Module):
             out = self.film_final(out, context)
         return out
 
-    def forward(self, inp: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
-        masks = torch.sigmoid(self.logits(inp, context))
+    def forward(self, inp: torch.Tensor, context: torch.Tensor | None = None,
+                visual: VisualInput | None = None, logits: bool = False) -> torch.Tensor:
+        """Masks (B, K, rows, T); ``logits=True``: the pre-activation outputs instead (what
+        :meth:`logits` gives, through ``forward`` so that DistributedDataParallel sees it)."""
+        context = self._context(context, visual)
+        if logits:
+            return self._logits(inp, context)
+        masks = torch.sigmoid(self._logits(inp, context))
         if self.config.conditioning == "label-multiply":
             masks = masks * context[:, :, None, None].to(masks.dtype)
+        elif self.config.conditioning == "final-multiply":
+            probs = self.instrument_probabilities(context)
+            masks = masks * probs[:, :, None, None].to(masks.dtype)
         return masks

@@ -27,6 +27,7 @@ from .errors import CusepError
 from .instruments import BY_CODE, label_vector, parse_instruments
 from .model import ConditionedUNet
 from .spectral import from_grid, interp_axis, istft, scale_magnitude, stft, to_grid
+from .visual import FrameProvider
 from .wiener import wiener
 
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
@@ -211,20 +212,38 @@ class Separator:
             )
         return codes
 
+    @property
+    def visual(self) -> bool:
+        """True for a visually conditioned model (it needs a frame provider)."""
+        return self.model.config.visual is not None
+
     def separate(self, audio: np.ndarray | torch.Tensor, sample_rate: int,
                  instruments: str | Sequence[str], progress: Progress | None = None,
-                 ) -> dict[str, np.ndarray]:
-        """audio (channels, samples) or (samples,) -> {code: stem with the input's shape}."""
+                 visual: FrameProvider | None = None) -> dict[str, np.ndarray]:
+        """audio (channels, samples) or (samples,) -> {code: stem with the input's shape}.
+
+        ``visual``: for a visual model, the crops of the players for each window
+        (:func:`cusep.visual.frame_provider`); label models take the instruments' labels.
+        """
         codes = self.check_instruments(instruments)
         arr = np.asarray(audio.detach().cpu() if isinstance(audio, torch.Tensor) else audio)
         mono_input = arr.ndim == 1
-        blocks = list(self.iter_blocks(arr, sample_rate, codes, progress))
+        blocks = list(self.iter_blocks(arr, sample_rate, codes, progress, visual))
         stems = np.concatenate(blocks, axis=-1)
         return {c: (stems[i, 0] if mono_input else stems[i]) for i, c in enumerate(codes)}
 
     def iter_blocks(self, audio: np.ndarray, sample_rate: int, codes: Sequence[str],
-                    progress: Progress | None = None) -> Iterator[np.ndarray]:
-        """Yield consecutive output blocks (K, channels, n) covering the input exactly."""
+                    progress: Progress | None = None, visual: FrameProvider | None = None,
+                    ) -> Iterator[np.ndarray]:
+        """Yield consecutive output blocks (K, channels, n) covering the input exactly.
+
+        ``visual(starts)`` gives a visual model the players' crops of the windows that start at
+        ``starts`` (seconds, (B,)) -> (crops (B, P, F, 3, S, S), present (B, P)).
+        """
+        if self.visual != (visual is not None):
+            raise CusepError(f"model '{self.name}' is {'' if self.visual else 'not '}visually "
+                             "conditioned: " + ("give it the video and boxes of the players"
+                                                if self.visual else "it takes no video frames"))
         spec = self.model.config.spectral
         audio = _check_signal(audio, sample_rate, spec.n_fft, spec.sample_rate)
         channels, total = audio.shape
@@ -253,7 +272,8 @@ class Separator:
             offsets = [int(round(s * ratio)) for s in batch]
             model_in = torch.from_numpy(np.stack([mono[s:s + seg] for s in batch]))
             chunk = torch.from_numpy(np.stack([audio[:, o:o + seg_in] for o in offsets]))
-            out = self._process(model_in, chunk, context, index, sample_rate).numpy()
+            frames = visual(np.asarray(batch, np.float64) / rate) if visual is not None else None
+            out = self._process(model_in, chunk, context, index, sample_rate, frames).numpy()
             for o, stems in zip(offsets, out, strict=True):
                 end = o + seg_in
                 if end - base > acc.shape[-1]:
@@ -273,22 +293,24 @@ class Separator:
 
     @torch.inference_mode()
     def _process(self, model_in: torch.Tensor, chunk: torch.Tensor, context: torch.Tensor,
-                 index: torch.Tensor, sample_rate: int) -> torch.Tensor:
-        """model_in (B, seg) at the model rate, chunk (B, C, seg_in) at the input rate ->
-        stems (B, K, C, seg_in) on the CPU."""
+                 index: torch.Tensor, sample_rate: int,
+                 frames: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+        """model_in (B, seg) at the model rate, chunk (B, C, seg_in) at the input rate, frames
+        (crops, present) for a visual model -> stems (B, K, C, seg_in) on the CPU."""
         spec = self.model.config.spectral
         model_in, chunk = model_in.to(self.device), chunk.to(self.device)
         bsz = model_in.shape[0]
         mag = stft(model_in, spec.n_fft, spec.hop).abs()
         inp = scale_magnitude(to_grid(mag, spec), spec.mag_scale).unsqueeze(1)
         ctx = context.expand(bsz, -1)
+        seen = None if frames is None else (frames[0].to(self.device), frames[1].to(self.device))
         if self.device.type == "cpu":
             inp = inp.contiguous(memory_format=torch.channels_last)
         if self.dtype is not None:
             with torch.autocast(self.device.type, dtype=self.dtype):
-                masks = self.model(inp, ctx)
+                masks = self.model(inp, ctx, seen)
         else:
-            masks = self.model(inp, ctx)
+            masks = self.model(inp, ctx, seen)
         masks = from_grid(masks.float(), spec)[:, index]  # (B, K, F, T)
 
         ratio = sample_rate / spec.sample_rate

@@ -3,10 +3,22 @@
 from __future__ import annotations
 
 import dataclasses
+import types
 import typing
 from typing import Any, TypeVar
 
 T = TypeVar("T")
+
+
+def optional_dataclass(hint: Any) -> type | None:
+    """The dataclass of a ``SomeConfig | None`` hint (or of ``SomeConfig`` itself), else None."""
+    if dataclasses.is_dataclass(hint):
+        return hint
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        found = [a for a in typing.get_args(hint) if dataclasses.is_dataclass(a)]
+        if len(found) == 1 and type(None) in typing.get_args(hint):
+            return found[0]
+    return None
 
 
 def dataclass_from_dict(cls: type[T], data: dict[str, Any], what: str) -> T:
@@ -20,8 +32,9 @@ def dataclass_from_dict(cls: type[T], data: dict[str, Any], what: str) -> T:
     kwargs: dict[str, Any] = {}
     for key, value in data.items():
         hint = hints[key]
-        if dataclasses.is_dataclass(hint) and isinstance(value, dict):
-            value = dataclass_from_dict(hint, value, key)
+        nested = optional_dataclass(hint)
+        if nested is not None and isinstance(value, dict):
+            value = dataclass_from_dict(nested, value, key)
         elif typing.get_origin(hint) is tuple and isinstance(value, list):
             value = tuple(value)
         kwargs[key] = value

@@ -5,6 +5,10 @@ by MixtureSampler, STFT and targets computed on the device, so no data-loader wo
 A run folder holds ``config.json``, ``metrics.jsonl``, ``checkpoint.pt`` (everything to resume
 exactly) and ``best.safetensors`` (the weights with the best validation SI-SDR).
 
+A visually conditioned model (``model.visual`` set) trains on the same mixtures with each source's
+player crops (Solos frames or URMP videos + boxes.json, cached at load time by ``data/frames.py``);
+its backbone starts from ``model.visual.weights`` (ImageNet from the torchvision cache).
+
 A run whose ``task`` is ``detect`` trains an InstrumentDetector with the same data, mixtures, loop
 and checkpoints: BCE of its clip logits against the audible sources of each mixture; validation
 reports loss, mAP and macro-F1 (at the threshold that maximises it) and keeps the best mAP.
@@ -35,6 +39,7 @@ from .data.urmp import scan_urmp
 from .detect import audible, detection_loss, detection_metrics
 from .errors import CusepError
 from .metrics import si_sdr
+from .model import VisualInput
 from .separate import autocast_dtype, tune_cpu_allocator
 from .spectral import (
     MAG_FLOOR,
@@ -78,15 +83,16 @@ def make_targets(batch: Batch, spec: SpectralConfig) -> Targets:
     return Targets(inp, ratio, binary, mix_spec, mix_mag.unsqueeze(1), src_mag)
 
 
-def separation_loss(model: torch.nn.Module, t: Targets, context: torch.Tensor, kind: str,
-                    pos_weight: float) -> torch.Tensor:
+def separation_loss(model: torch.nn.Module, t: Targets, context: torch.Tensor | None, kind: str,
+                    pos_weight: float, visual: VisualInput | None = None) -> torch.Tensor:
     """l2: MSE of ratio masks (paper); bce: BCE of binary masks (pos_weight); mag-l1: L1 of the
-    masked mixture magnitude against the source magnitude, relative to the mixture's mean."""
+    masked mixture magnitude against the source magnitude, relative to the mixture's mean.
+    ``visual``: (crops, players) for a visual model (``context`` is then ignored)."""
     if kind == "bce":
-        logits = model.logits(t.inp, context).float()
+        logits = model(t.inp, context, visual, logits=True).float()  # forward: DDP-safe
         weight = torch.tensor(pos_weight, device=logits.device)
         return F.binary_cross_entropy_with_logits(logits, t.binary, pos_weight=weight)
-    masks = model(t.inp, context).float()
+    masks = model(t.inp, context, visual).float()
     if kind == "l2":
         return F.mse_loss(masks, t.ratio)
     if kind == "mag-l1":
@@ -122,6 +128,8 @@ class Trainer:
         self.model = build_network(config.network)
         if config.init:
             self._init_from(config.init)
+        elif getattr(self.model, "visual", None) is not None:
+            self.model.visual.load_pretrained()  # ImageNet (or a given file) unless weights=none
         self.model = self.model.to(device)
         self.amp = autocast_dtype(device, "auto")
         if device.type == "cpu":
@@ -136,8 +144,8 @@ class Trainer:
             self.net = torch.nn.parallel.DistributedDataParallel(
                 self.model, device_ids=[device.index] if device.type == "cuda" else None)
         opt = config.optim
-        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=opt.lr,
-                                          weight_decay=opt.weight_decay)
+        trainable = [p for p in self.model.parameters() if p.requires_grad]  # frozen backbone
+        self.optimizer = torch.optim.Adam(trainable, lr=opt.lr, weight_decay=opt.weight_decay)
         self.scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
             self.optimizer, mode="min", factor=opt.plateau_factor, patience=opt.plateau_patience)
         self.generator = make_generator(opt.seed, self.rank, device)
@@ -167,16 +175,38 @@ class Trainer:
     # -- data ----------------------------------------------------------------------------------
     def _data(self) -> tuple[MixtureSampler, list[Batch]]:
         cfg = self.config
-        train_bank, valid_bank = load_banks(cfg, self.log if self.main else (lambda s: None))
-        classes = cfg.classes
-        train = MixtureSampler(train_bank.to(self.device), cfg.mixing, classes)
+        encode = None
+        if self.visual_config is not None and self.visual_config.freeze:
+            from .data.frames import encode_track
+
+            def encode(track):  # a frozen backbone runs once per crop, at load time
+                return encode_track(track, self.model.visual, self.device)
+        train_bank, valid_bank = load_banks(cfg, self.log if self.main else (lambda s: None),
+                                            encode)
+        classes, visual = cfg.classes, self.visual_config
+        train = MixtureSampler(train_bank.to(self.device), cfg.mixing, classes, visual)
         valid = MixtureSampler(valid_bank.to(self.device), validation_mixing(cfg, valid_bank),
-                               classes)
+                               classes, visual)
         gen = make_generator(cfg.optim.seed + 1_000_003, 0, self.device)
         size = cfg.optim.batch_size
         items = [valid.draw(min(size, cfg.optim.valid_items - i), gen)
                  for i in range(0, cfg.optim.valid_items, size)]
         return train, items
+
+    @property
+    def visual_config(self):
+        """The model's VisualConfig (None: audio-only or a detector)."""
+        return None if self.detect else self.config.model.visual
+
+    def _visual(self, batch: Batch) -> VisualInput | None:
+        """A visual batch's (normalised crops, players) on the device; None for audio batches."""
+        if batch.crops is None:
+            return None
+        from .visual import normalise
+
+        crops = batch.crops.to(self.device, non_blocking=True)
+        crops = normalise(crops) if crops.dtype == torch.uint8 else crops.float()  # or features
+        return crops, batch.players.to(self.device)
 
     # -- state ---------------------------------------------------------------------------------
     def state(self) -> dict:
@@ -241,9 +271,10 @@ class Trainer:
         t = make_targets(batch, cfg.model.spectral)
         inp = t.inp.contiguous(memory_format=torch.channels_last) if self.channels_last else t.inp
         t = Targets(inp, t.ratio, t.binary, t.mix_spec, t.mix_mag, t.src_mag)
+        visual = self._visual(batch)
         with self._autocast():
             loss = separation_loss(self.net, t, batch.present, cfg.optim.loss,
-                                   cfg.optim.bce_pos_weight)
+                                   cfg.optim.bce_pos_weight, visual)
         return self._update(loss)
 
     def _update(self, loss: torch.Tensor) -> float:
@@ -291,11 +322,12 @@ class Trainer:
         losses, scores, gains = [], [], []
         for batch in self.valid_set:
             t = make_targets(batch, cfg.model.spectral)
+            visual = self._visual(batch)
             with self._autocast():
-                losses.append(float(separation_loss(self.model, t, batch.present,
-                                                    cfg.optim.loss, cfg.optim.bce_pos_weight)))
-                masks = (torch.sigmoid(self.model.logits(t.inp, batch.present))
-                         if cfg.optim.loss == "bce" else self.model(t.inp, batch.present))
+                losses.append(float(separation_loss(self.model, t, batch.present, cfg.optim.loss,
+                                                    cfg.optim.bce_pos_weight, visual)))
+                masks = (torch.sigmoid(self.model.logits(t.inp, batch.present, visual))
+                         if cfg.optim.loss == "bce" else self.model(t.inp, batch.present, visual))
             if cfg.model.conditioning == "label-multiply" or cfg.optim.loss == "bce":
                 masks = masks.float() * batch.present[:, :, None, None]
             est = estimate_sources(masks, t.mix_spec, cfg.model.spectral, batch.mix.shape[-1])
@@ -384,13 +416,19 @@ def validation_mixing(cfg: TrainConfig, bank: StemBank) -> MixingConfig:
                                ensemble_subset=False)
 
 
-def load_banks(cfg: TrainConfig, log: Log) -> tuple[StemBank, StemBank]:
-    """Training and validation audio as in ``cfg.data`` (validation split off if not given)."""
+def load_banks(cfg: TrainConfig, log: Log, encode: Callable | None = None
+               ) -> tuple[StemBank, StemBank]:
+    """Training and validation audio as in ``cfg.data`` (validation split off if not given);
+    for a visual model also the player crops, each source's passed through ``encode`` (e.g. to
+    backbone features) when given."""
     data, rate = cfg.data, cfg.spectral.sample_rate
     if not data.train:
         raise CusepError("no training data given; pass --data DIR (URMP layout, e.g. made by "
                          "'cusep synth') or set data.train in the preset")
-    if data.layout == "solos":
+    visual = cfg.model.visual if cfg.task == "separate" else None
+    if visual is not None:
+        train, valid = _load_visual_banks(cfg, visual, log, encode or (lambda track: track))
+    elif data.layout == "solos":
         files: dict[str, list[Path]] = {}
         for root in data.train:
             for code, paths in scan_solos(root).items():
@@ -411,6 +449,11 @@ def load_banks(cfg: TrainConfig, log: Log) -> tuple[StemBank, StemBank]:
             cut = max(1, int(round(len(pieces) * (1 - data.valid_fraction))))
             pieces, valid_pieces = pieces[:cut], pieces[cut:] or pieces[-1:]
         train, valid = StemBank.from_urmp(pieces, rate), StemBank.from_urmp(valid_pieces, rate)
+    _check_banks(train, valid, log)
+    return train, valid
+
+
+def _check_banks(train: StemBank, valid: StemBank, log: Log) -> None:
     for name, bank in (("train", train), ("valid", valid)):
         if len(bank) == 0:
             raise CusepError(f"the {name} data holds no readable audio; check --data")
@@ -419,7 +462,76 @@ def load_banks(cfg: TrainConfig, log: Log) -> tuple[StemBank, StemBank]:
         minutes = bank.minutes_per_instrument()
         log(f"{name}: {len(bank)} items, {sum(minutes.values()):.1f} source-minutes, "
             + ", ".join(f"{c} {m:.1f}" for c, m in minutes.items()))
-    return train, valid
+
+
+def _load_visual_banks(cfg: TrainConfig, visual, log: Log,
+                       encode: Callable) -> tuple[StemBank, StemBank]:
+    """Audio plus cached player crops: Solos recordings that have a frames folder, URMP pieces
+    that have a video and boxes.json (the others are skipped with one message)."""
+    from .data.frames import (
+        piece_has_video,
+        read_piece_frames,
+        read_solos_frames,
+        solos_frame_files,
+    )
+
+    data, rate = cfg.data, cfg.spectral.sample_rate
+    step, size = data.frame_step, visual.crop_size
+    if data.layout == "solos":
+        def with_frames(roots: tuple[str, ...]) -> dict[str, list[Path]]:
+            files: dict[str, list[Path]] = {}
+            dropped = 0
+            for root in roots:
+                for code, paths in scan_solos(root).items():
+                    kept = [p for p in paths if solos_frame_files(p)]
+                    dropped += len(paths) - len(kept)
+                    if kept:
+                        files.setdefault(code, []).extend(kept)
+            if dropped:
+                log(f"skipped {dropped} Solos recording(s) without frames "
+                    "(<root>/frames/<Instrument>/<id>/NNNN.jpg)")
+            if not files:
+                raise CusepError(f"no Solos recording in {', '.join(roots)} has frames; a visual "
+                                 "preset needs <root>/frames/<Instrument>/<id>/NNNN.jpg")
+            return files
+
+        files = with_frames(data.train)
+        if data.valid:
+            valid_files = with_frames(data.valid)
+        else:
+            files, valid_files = split_solos(files, data.valid_fraction)
+
+        def solo(path: Path, seconds: float):
+            return encode(read_solos_frames(path, seconds, step, size))
+
+        banks = [StemBank.from_solos(f, rate, frames=solo) for f in (files, valid_files)]
+    else:
+        def with_video(roots: tuple[str, ...]) -> list:
+            pieces = [p for root in roots for p in scan_urmp(root)]
+            kept = [p for p in pieces if piece_has_video(p)]
+            if len(kept) < len(pieces):
+                names = [p.name for p in pieces if not piece_has_video(p)]
+                more = f", ... ({len(names) - 3} more)" if len(names) > 3 else ""
+                log(f"skipped {len(names)} piece(s) without Vid_*.mp4 and boxes.json: "
+                    f"{', '.join(names[:3])}{more}")
+            if not kept:
+                raise CusepError(f"no piece in {', '.join(roots)} has a video and boxes.json; "
+                                 "a visual preset needs Vid_<piece>.mp4 + boxes.json per piece")
+            return kept
+
+        pieces = with_video(data.train)
+        if data.valid:
+            valid_pieces = with_video(data.valid)
+        else:
+            cut = max(1, int(round(len(pieces) * (1 - data.valid_fraction))))
+            pieces, valid_pieces = pieces[:cut], pieces[cut:] or pieces[-1:]
+
+        def piece(p, seconds: float):
+            return {c: encode(t) for c, t in read_piece_frames(p, seconds, step, size).items()}
+
+        banks = [StemBank.from_urmp(p, rate, frames=piece) for p in (pieces, valid_pieces)]
+    _check_banks(*banks, log)
+    return banks[0], banks[1]
 
 
 def save_weights(path: Path, model: torch.nn.Module) -> None:

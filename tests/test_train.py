@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from cusep.config import build_config, preset_names
+from cusep.config import build_config, load_preset, preset_names
 from cusep.errors import CusepError
 from cusep.train import Trainer
 
@@ -32,7 +32,10 @@ def _config(data: Path, preset: str = "cusep-label", extra: tuple[str, ...] = ()
     return build_config(preset, [*TINY, f"data.train=['{data}']", *extra])
 
 
-@pytest.mark.parametrize("preset", preset_names())
+AUDIO_PRESETS = [p for p in preset_names() if "visual" not in load_preset(p).get("model", {})]
+
+
+@pytest.mark.parametrize("preset", AUDIO_PRESETS)  # visual presets: tests/test_visual.py
 def test_every_preset_builds_and_steps(preset: str, urmp_data: Path, tmp_path: Path) -> None:
     extra = ["model.spectral.log_rows=64"]
     if "exp" in preset:  # the paper's presets sample unrelated solos: draw them from the stems
@@ -101,10 +104,11 @@ def test_cli_train_export_and_separate(urmp_data: Path, tmp_path: Path) -> None:
 
 
 def test_ddp_two_processes_on_cpu(urmp_data: Path, tmp_path: Path) -> None:
+    """exp03 (binary masks, BCE on the logits) also checks that the loss goes through DDP."""
     sets = [a for s in TINY for a in ("--set", s)]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-           "--master_port", "29517", "-m", "cusep", "train", str(tmp_path / "ddp"),
+           "--master_port", "29517", "-m", "cusep", "train", str(tmp_path / "ddp"), "-p", "exp03",
            "--data", str(urmp_data), "--max-steps", "4", "--max-minutes", "30", "--no-progress",
            "--device", "cpu", *sets]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=400, env=env)

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +18,20 @@ from ..audio import AUDIO_EXTENSIONS, FORMAT_EXTENSIONS, AudioWriter, read_audio
 from ..errors import CusepError
 from ..separate import Separator, SeparatorConfig, is_auto
 from . import console, fail
+
+
+@dataclass(frozen=True)
+class Output:
+    """Where and how stems are written (the output options of ``cusep separate``)."""
+
+    folder: Path
+    template: str
+    fmt: str
+    clip: str
+    force: bool
+
+    def paths(self, path: Path, stems: tuple[str, ...]) -> dict[str, Path]:
+        return output_paths(path, stems, self.folder, self.template, FORMAT_EXTENSIONS[self.fmt])
 
 
 @dataclass
@@ -72,8 +87,13 @@ def register(app: typer.Typer) -> None:
     def separate(
         inputs: list[Path] = typer.Argument(..., help="Audio/video files or folders."),
         instruments: str = typer.Option(
-            ..., "--instruments", "-i",
+            None, "--instruments", "-i",
             help="Instruments that play, e.g. 'vn,va,vc' or names; 'auto' detects them."),
+        boxes: Path = typer.Option(
+            None, "--boxes",
+            help="boxes.json: one box per player of a video -> one stem per player."),
+        overlay: Path = typer.Option(
+            None, "--overlay", help="With --boxes: write the video with each box labelled."),
         model: str = typer.Option(None, "--model", "-m",
                                   help="Model name, directory or Hub id (default: registry's)."),
         detector: str = typer.Option(None, "--detector",
@@ -101,10 +121,24 @@ def register(app: typer.Typer) -> None:
             raise CusepError(f"unknown --clip-mode '{clip}'; rescale or clamp")
         if precision not in ("auto", "fp32", "bf16", "fp16"):
             raise CusepError(f"unknown --precision '{precision}'; auto, fp32, bf16 or fp16")
+        if instruments is None and boxes is None:
+            raise CusepError("name the instruments with --instruments (e.g. vn,va,vc or auto), "
+                             "or give a video with --boxes boxes.json")
+        if overlay is not None and boxes is None:
+            raise CusepError("--overlay needs --boxes (the boxes to draw)")
         files = collect_inputs(inputs, exclude=out)
+        if boxes is not None and len(files) != 1:
+            raise CusepError(f"--boxes describes the players of one video, but {len(files)} "
+                             "inputs were given; separate one video at a time")
         config = SeparatorConfig(wiener_iterations=iterations, overlap=overlap,
                                  batch_size=batch_size, precision=precision, residual=not raw)
         sep = Separator(model, device=device, config=config)
+        if boxes is not None:
+            from .separate_video import separate_players
+
+            separate_players(sep, files[0], boxes, instruments, detector, overlay,
+                             Output(out, filename, fmt, clip, force))
+            return
         outcomes: list[Outcome] = []
         if is_auto(instruments):
             codes_of = _detect_all(files, sep, detector, outcomes)
@@ -194,14 +228,9 @@ def _one(sep: Separator, path: Path, codes: tuple[str, ...], paths: dict[str, Pa
     start = time.perf_counter()
     try:
         audio, rate = read_audio(path)
-        with Progress(TextColumn("{task.description}"), BarColumn(),
-                      TextColumn("{task.percentage:>3.0f}%"), TimeElapsedColumn(),
-                      TimeRemainingColumn(), console=console, transient=True,
-                      disable=not console.is_terminal) as bar:
-            task = bar.add_task(escape(path.name), total=audio.shape[-1])
-            blocks = sep.iter_blocks(audio, rate, codes,
-                                     progress=lambda done, total: bar.update(task, completed=done))
-            _write_stems(blocks, paths, rate, audio.shape[0], fmt, clip)
+        with progress_bar(path.name, audio.shape[-1]) as update:
+            blocks = sep.iter_blocks(audio, rate, codes, progress=update)
+            write_stems(blocks, paths, rate, audio.shape[0], fmt, clip)
     except (CusepError, OSError) as exc:
         detail = str(exc).removeprefix(f"{path}: ")  # audio errors already name the file
         fail(f"{path}: {detail}")
@@ -214,7 +243,19 @@ def _one(sep: Separator, path: Path, codes: tuple[str, ...], paths: dict[str, Pa
     return Outcome(path, "ok", f"{len(codes)} stem{'s' if len(codes) > 1 else ''}", seconds)
 
 
-def _write_stems(blocks: Iterator[np.ndarray], paths: dict[str, Path], rate: int,
+@contextmanager
+def progress_bar(name: str, total: int) -> Iterator[Callable[[int, int], None]]:
+    """A transient progress bar (hidden when stderr is not a terminal) -> its update function,
+    ``update(done, total)``, in samples."""
+    with Progress(TextColumn("{task.description}"), BarColumn(),
+                  TextColumn("{task.percentage:>3.0f}%"), TimeElapsedColumn(),
+                  TimeRemainingColumn(), console=console, transient=True,
+                  disable=not console.is_terminal) as bar:
+        task = bar.add_task(escape(name), total=total)
+        yield lambda done, _total: bar.update(task, completed=done)
+
+
+def write_stems(blocks: Iterator[np.ndarray], paths: dict[str, Path], rate: int,
                  channels: int, fmt: str, clip: str) -> None:
     """Stream the separator's blocks (K, channels, n) into one atomic writer per stem; if
     anything fails, no temp file remains and the stems this call created are removed."""

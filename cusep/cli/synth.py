@@ -46,6 +46,11 @@ def register(app: typer.Typer) -> None:
                                       help="Tempo drift, timing jitter, dynamics, vibrato."),
         distinct: bool = typer.Option(True, "--distinct/--repeat-instruments",
                                       help="Distinct instruments within a piece."),
+        video: bool = typer.Option(
+            False, "--video/--no-video",
+            help="Also render Vid_<piece>.mp4 (players side by side, each moving with its own "
+                 "note onsets and loudness; h264 + AAC of the mix) and boxes.json per piece.",
+        ),
         resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run."),
         force: bool = typer.Option(False, "--force", help="Replace an existing set."),
     ) -> None:
@@ -67,6 +72,7 @@ def register(app: typer.Typer) -> None:
             distinct=distinct,
             sources=tuple(s.strip().lower() for s in sources.split(",") if s.strip()),
             max_pieces=max_pieces,
+            video=video,
             jobs=jobs,
             resume=resume,
             force=force,

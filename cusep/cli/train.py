@@ -17,7 +17,7 @@ def register(app: typer.Typer) -> None:
     def train(
         run_dir: Path = typer.Argument(..., help="Run folder (created; holds checkpoints)."),
         preset: str = typer.Option("cusep-label", "--preset", "-p",
-                                   help="Preset name (exp01..exp11, cusep-*) or a .toml file."),
+                                   help="Preset name (exp01..exp18, cusep-*) or a .toml file."),
         data: list[Path] = typer.Option(None, "--data", help="Training data folder(s)."),
         valid: list[Path] = typer.Option(None, "--valid", help="Validation data folder(s)."),
         layout: str = typer.Option(None, "--layout", help="urmp (default) or solos."),

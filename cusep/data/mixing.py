@@ -14,10 +14,10 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import torch
@@ -25,6 +25,10 @@ import torch
 from ..errors import CusepError
 from ..instruments import CODES
 from .urmp import Piece
+
+if TYPE_CHECKING:
+    from ..visual import VisualConfig
+    from .frames import FrameTrack
 
 _BLOCK = 512  # samples per block of the activity (energy) index
 
@@ -69,6 +73,11 @@ class StemBank:
     ``pieces``: list of (codes, tensor (sources, samples)), players of one instrument summed,
     rows in the order of ``codes``; ``names``: the piece names. ``solos``: code -> list of
     1-D tensors. ``skipped``: (path, reason) of files that could not be read.
+
+    Banks for visually conditioned training also hold every source's cached player crops
+    (:class:`~cusep.data.frames.FrameTrack`, always on the CPU): ``piece_frames`` (one tuple per
+    piece, rows in the order of its codes) and ``solo_frames`` (parallel to ``solos``); both
+    None for audio-only banks.
     """
 
     def __init__(
@@ -78,9 +87,15 @@ class StemBank:
         sample_rate: int = 11025,
         names: list[str] | None = None,
         skipped: list[tuple[Path, str]] | None = None,
+        piece_frames: list[tuple[FrameTrack, ...]] | None = None,
+        solo_frames: dict[str, list[FrameTrack]] | None = None,
     ) -> None:
         self.pieces = list(pieces or [])
         self.solos = {c: list(v) for c, v in (solos or {}).items() if v}
+        self.piece_frames = list(piece_frames) if piece_frames is not None else None
+        self.solo_frames = (
+            {c: list(v) for c, v in solo_frames.items() if v} if solo_frames is not None else None
+        )
         self.sample_rate = int(sample_rate)
         self.names = (
             list(names) if names is not None else [f"piece{i}" for i in range(len(self.pieces))]
@@ -97,12 +112,18 @@ class StemBank:
         sample_rate: int = 11025,
         progress: bool = False,
         dtype: torch.dtype = torch.float32,
+        frames: Callable[[Piece, float], Mapping[str, FrameTrack]] | None = None,
     ) -> StemBank:
-        """Read every piece's tracks; a piece with an unreadable track is skipped whole."""
+        """Read every piece's tracks; a piece with an unreadable track is skipped whole.
+
+        ``frames(piece, seconds)``: its sources' cached crops (a bank for visual training); a
+        piece whose frames cannot be read is skipped too.
+        """
         read_errors = _read_errors()
         out: list[tuple[tuple[str, ...], torch.Tensor]] = []
         names: list[str] = []
         skipped: list[tuple[Path, str]] = []
+        piece_frames: list[tuple[FrameTrack, ...]] = []
         for piece in _progress(pieces, progress, "reading pieces"):
             rows: list[torch.Tensor] = []
             failed = False
@@ -123,12 +144,20 @@ class StemBank:
             if failed:
                 continue
             length = max(r.numel() for r in rows)
+            if frames is not None:
+                try:
+                    tracks = frames(piece, length / sample_rate)
+                except read_errors as exc:
+                    skipped.append((piece.folder, f"{type(exc).__name__}: {exc}"))
+                    continue
+                piece_frames.append(tuple(tracks[c] for c in piece.instruments))
             stacked = torch.zeros(len(rows), length, dtype=dtype)
             for i, r in enumerate(rows):
                 stacked[i, : r.numel()] = r
             out.append((piece.instruments, stacked))
             names.append(piece.name)
-        return cls(out, None, sample_rate, names, skipped)
+        return cls(out, None, sample_rate, names, skipped,
+                   piece_frames if frames is not None else None)
 
     @classmethod
     def from_solos(
@@ -137,10 +166,16 @@ class StemBank:
         sample_rate: int = 11025,
         progress: bool = False,
         dtype: torch.dtype = torch.float32,
+        frames: Callable[[Path, float], FrameTrack] | None = None,
     ) -> StemBank:
-        """Read solo recordings (code -> files); unreadable files are skipped."""
+        """Read solo recordings (code -> files); unreadable files are skipped.
+
+        ``frames(path, seconds)``: the recording's cached crops (a bank for visual training); a
+        file whose frames cannot be read is skipped too.
+        """
         read_errors = _read_errors()
         solos: dict[str, list[torch.Tensor]] = {}
+        solo_frames: dict[str, list[FrameTrack]] = {}
         skipped: list[tuple[Path, str]] = []
         items = [(c, Path(p)) for c, paths in files.items() for p in paths]
         for code, path in _progress(items, progress, "reading solos"):
@@ -149,8 +184,16 @@ class StemBank:
             except read_errors as exc:
                 skipped.append((path, f"{type(exc).__name__}: {exc}"))
                 continue
+            if frames is not None:
+                try:
+                    solo_frames.setdefault(code, []).append(
+                        frames(path, audio.numel() / sample_rate))
+                except read_errors as exc:
+                    skipped.append((path, f"{type(exc).__name__}: {exc}"))
+                    continue
             solos.setdefault(code, []).append(audio.to(dtype))
-        return cls(None, solos, sample_rate, None, skipped)
+        return cls(None, solos, sample_rate, None, skipped, None,
+                   solo_frames if frames is not None else None)
 
     @classmethod
     def concat(cls, *banks: StemBank) -> StemBank:
@@ -162,13 +205,25 @@ class StemBank:
         for b in banks:
             for c, v in b.solos.items():
                 solos.setdefault(c, []).extend(v)
+        visual = all(b.has_frames for b in banks)
+        solo_frames: dict[str, list[FrameTrack]] = {}
+        for b in banks if visual else ():
+            for c, v in (b.solo_frames or {}).items():
+                solo_frames.setdefault(c, []).extend(v)
         return cls(
             [p for b in banks for p in b.pieces],
             solos,
             rates.pop(),
             [n for b in banks for n in b.names],
             [s for b in banks for s in b.skipped],
+            [f for b in banks for f in b.piece_frames or ()] if visual else None,
+            solo_frames if visual else None,
         )
+
+    @property
+    def has_frames(self) -> bool:
+        """True when every source has cached player crops (a bank for visual training)."""
+        return self.piece_frames is not None or self.solo_frames is not None
 
     @property
     def device(self) -> torch.device:
@@ -179,13 +234,15 @@ class StemBank:
         return torch.device("cpu")
 
     def to(self, device: str | torch.device) -> StemBank:
-        """A copy with every tensor on ``device``."""
+        """A copy with every audio tensor on ``device`` (cached crops stay on the CPU)."""
         return StemBank(
             [(c, a.to(device)) for c, a in self.pieces],
             {c: [a.to(device) for a in v] for c, v in self.solos.items()},
             self.sample_rate,
             self.names,
             self.skipped,
+            self.piece_frames,
+            self.solo_frames,
         )
 
     @property
@@ -266,17 +323,24 @@ class MixingConfig:
 @dataclass
 class Batch:
     """A batch of mixtures. mix (B, samples); sources (B, K, samples) in class order with
-    absent rows zero; present (B, K) float multi-hot; n_sources (B,) long."""
+    absent rows zero; present (B, K) float multi-hot; n_sources (B,) long.
+
+    Visual batches also carry every source's player crops, on the CPU until the step moves them:
+    crops uint8 (B, P, F, 3, S, S) (P: the most players of any item, F: frames per player; or
+    float16 backbone features (B, P, F, Db) for a frozen backbone) and players (B, P) bool, True
+    for real players (the rest is padding).
+    """
 
     mix: torch.Tensor
     sources: torch.Tensor
     present: torch.Tensor
     n_sources: torch.Tensor
+    crops: torch.Tensor | None = None
+    players: torch.Tensor | None = None
 
     def to(self, device: str | torch.device) -> Batch:
-        return Batch(
-            *(t.to(device) for t in (self.mix, self.sources, self.present, self.n_sources))
-        )
+        return Batch(*(t.to(device) if t is not None else None for t in (
+            self.mix, self.sources, self.present, self.n_sources, self.crops, self.players)))
 
 
 class _Uniforms:
@@ -314,38 +378,48 @@ class MixtureSampler:
     """Draws training batches from a StemBank on the bank's device.
 
     Piece sources whose instrument is not in ``classes`` are left out of ensemble mixtures
-    (there is no target row for them).
+    (there is no target row for them). With ``visual`` (the model's VisualConfig) every batch
+    also carries the crops of each source's players at the frame times of its segment; the bank
+    must then hold frames (:attr:`StemBank.has_frames`).
     """
 
     def __init__(
-        self, bank: StemBank, config: MixingConfig, classes: Sequence[str] = CODES
+        self, bank: StemBank, config: MixingConfig, classes: Sequence[str] = CODES,
+        visual: VisualConfig | None = None,
     ) -> None:
+        if visual is not None and not bank.has_frames:
+            raise CusepError("a visually conditioned model needs training data with video "
+                             "frames (Solos frames/ or URMP Vid_*.mp4 + boxes.json)")
         self.bank = bank
         self.config = config
+        self.visual = visual
         self.classes = tuple(classes)
         self.device = bank.device
         self.max_sources = config.max_sources
         index = {c: i for i, c in enumerate(self.classes)}
         self._stems: list[torch.Tensor] = []
+        self._frames: list[FrameTrack | None] = []
         self._energy: list[torch.Tensor] = []
         self._by_class: dict[int, list[int]] = {}
         # ensemble pool: (class indices, stem ids, length)
         self._pieces: list[tuple[list[int], list[int], int]] = []
-        for codes, audio in bank.pieces:
+        piece_frames = bank.piece_frames or [None] * len(bank.pieces)
+        for (codes, audio), frames in zip(bank.pieces, piece_frames, strict=True):
             cls_ids, stem_ids = [], []
             for row, code in enumerate(codes):
                 if code not in index or audio.shape[1] == 0:
                     continue
-                sid = self._add_stem(audio[row], index[code])
+                sid = self._add_stem(audio[row], index[code], frames[row] if frames else None)
                 cls_ids.append(index[code])
                 stem_ids.append(sid)
             if len(cls_ids) >= config.min_sources:
                 self._pieces.append((cls_ids, stem_ids, audio.shape[1]))
         for code, stems in bank.solos.items():
+            frames = (bank.solo_frames or {}).get(code) or [None] * len(stems)
             if code in index:
-                for audio in stems:
+                for audio, track in zip(stems, frames, strict=True):
                     if audio.numel():
-                        self._add_stem(audio, index[code])
+                        self._add_stem(audio, index[code], track)
         if not self._by_class:
             raise CusepError(
                 f"no audio for any of the instruments {', '.join(self.classes)} in the data."
@@ -358,9 +432,11 @@ class MixtureSampler:
         lengths = torch.tensor([p[2] for p in self._pieces], dtype=torch.float64)
         self._piece_cdf = (lengths.cumsum(0) / lengths.sum()).tolist() if self._pieces else []
 
-    def _add_stem(self, audio: torch.Tensor, class_id: int) -> int:
+    def _add_stem(self, audio: torch.Tensor, class_id: int,
+                  frames: FrameTrack | None = None) -> int:
         sid = len(self._stems)
         self._stems.append(audio)
+        self._frames.append(frames)
         n = audio.numel() // _BLOCK * _BLOCK
         blocks = audio[:n].float().reshape(-1, _BLOCK).pow(2).sum(1).double().cpu()
         self._energy.append(torch.cat([torch.zeros(1, dtype=torch.float64), blocks.cumsum(0)]))
@@ -491,7 +567,28 @@ class MixtureSampler:
         if cfg.noise_std > 0:
             noise = torch.randn(batch_size, length, generator=generator, device=generator.device)
             mix = mix + cfg.noise_std * noise.to(self.device)
-        return Batch(mix, sources, present.to(self.device), n_sources)
+        crops, players = self._crops(items) if self.visual is not None else (None, None)
+        return Batch(mix, sources, present.to(self.device), n_sources, crops, players)
+
+    def _crops(self, items: list[list[tuple[int, int, int]]]) -> tuple[torch.Tensor, torch.Tensor]:
+        """The players of every chosen source at its segment's frame times -> crops uint8
+        (B, P, F, 3, S, S) (or cached features (B, P, F, Db)) and players (B, P) bool, on the
+        CPU."""
+        assert self.visual is not None
+        rate = self.bank.sample_rate
+        offsets = self.visual.frame_offsets()
+        per_item = [
+            torch.cat([self._frames[sid].at([off / rate + o for o in offsets])
+                       for _, sid, off in item])
+            for item in items
+        ]
+        slots = max(x.shape[0] for x in per_item)
+        crops = torch.zeros(len(items), slots, *per_item[0].shape[1:], dtype=per_item[0].dtype)
+        players = torch.zeros(len(items), slots, dtype=torch.bool)
+        for b, x in enumerate(per_item):
+            crops[b, : x.shape[0]] = x
+            players[b, : x.shape[0]] = True
+        return crops, players
 
 
 def random_eq(x: torch.Tensor, max_db: float, generator: torch.Generator,

@@ -6,6 +6,7 @@ players and instruments (balanced across the set) -> one humanised MIDI file per
 
     OUT/0007_bwv269_vn_va_vc_db/AuMix_0007_bwv269_vn_va_vc_db.wav
     OUT/0007_bwv269_vn_va_vc_db/AuSep_1_vn_0007_bwv269.wav   (one per player)
+    OUT/0007_bwv269_vn_va_vc_db/Vid_0007_bwv269_vn_va_vc_db.mp4, boxes.json   (with video)
     OUT/manifest.json, OUT/README.md
 
 Stems are 16-bit and the mix is the exact sum of the stored stems. Output is byte-identical for
@@ -84,6 +85,7 @@ class SynthConfig:
     ``fonts`` are names of :data:`FONTS` or paths to .sf2/.sf3 files, used in turn per piece.
     ``reverb`` is the probability that a piece gets (identical per stem) reverb.
     ``max_pieces`` (0: no limit) stops the set early, whatever ``minutes_per_instrument`` says.
+    ``video`` also renders ``Vid_<piece>.mp4`` + ``boxes.json`` per piece (:mod:`.synth_video`).
     """
 
     split: str = "train"
@@ -100,6 +102,7 @@ class SynthConfig:
     distinct: bool = True
     sources: tuple[str, ...] = DEFAULT_SOURCES
     max_pieces: int = 0
+    video: bool = False
     jobs: int = 1
     resume: bool = False
     force: bool = False
@@ -654,6 +657,11 @@ def render_piece(plan: PiecePlan, notes: dict[int, list[Note]], config: SynthCon
         "humanisation": {k: v for k, v in asdict(h).items() if k != "reverb"},
         "reverb": h.reverb,
     }
+    if config.video:
+        from .synth_video import render_piece_video
+
+        record["video"] = render_piece_video(tmp, plan.name, [p.code for p in plan.players],
+                                             per_part, mix, config.sample_rate, plan.seed)
     (tmp / PIECE_META).write_text(json.dumps(record, indent=1, sort_keys=True) + "\n")
     final = out_dir / plan.name
     if final.exists():
@@ -696,6 +704,7 @@ def _prepare_out_dir(out_dir: Path, config: SynthConfig) -> None:
     elif config.resume:
         if config_file.is_file():
             old = json.loads(config_file.read_text())
+            old.setdefault("video", False)  # sets rendered before --video existed
             if old != options:
                 diff = sorted(k for k in options if old.get(k) != options[k])
                 raise CusepError(
@@ -724,6 +733,10 @@ def _card(manifest: dict) -> str:
     works = len({p["work"] for p in manifest["pieces"]})
     reverb = sum(1 for p in manifest["pieces"] if p["reverb"])
     total = sum(p["duration_s"] for p in manifest["pieces"]) / 60
+    video = ("`Vid_<piece>.mp4` per piece (players side by side, 25 fps h264 + AAC of the mix; "
+             "each player moves with its own note onsets and loudness) with `boxes.json` (one "
+             "pixel box per player, `player<k>` in `AuSep_<k>_` order)" if cfg.get("video")
+             else "none (`cusep synth --video` renders one per piece, with `boxes.json`)")
     lines = [
         "# cusep synthetic chamber-music set",
         "",
@@ -739,6 +752,7 @@ def _card(manifest: dict) -> str:
         f"- sample rate: {cfg['sample_rate']} Hz; excerpts of ~{cfg['excerpt_seconds']:g} s",
         f"- humanisation: {'on' if cfg['humanise'] else 'off'}; reverb on {reverb} pieces",
         f"- seed: {cfg['seed']}",
+        f"- video: {video}",
         "",
         "## Minutes per instrument",
         "",
