@@ -347,7 +347,7 @@ def evaluate_piece(piece: Piece, separator: Separator, config: EvalConfig, metho
                              f"{seg}-sample segment; piece skipped")
         sources = sources[:, :n_seg * seg]
     mix = sources.sum(0)
-    stems = separator.separate(mix, rate, requested)
+    stems = separator.separate(mix, rate, requested, visual=_frames(piece, separator))
     if stems_dir is not None:
         for code, stem in stems.items():
             write_audio(stems_dir / piece.name / f"{code}.wav", stem[None], rate, "float32",
@@ -375,6 +375,22 @@ def evaluate_piece(piece: Piece, separator: Separator, config: EvalConfig, metho
             records += score_whole(name, piece.name, codes, sources, np.asarray(est), rate,
                                    config, extra)
     return records
+
+
+def _frames(piece: Piece, separator: Separator):
+    """The frame provider of a visual model (the piece's video and boxes.json), else None."""
+    visual = separator.model.config.visual
+    if visual is None:
+        return None
+    boxes = piece.folder / "boxes.json"
+    if piece.video is None or not boxes.is_file():
+        raise CusepError(f"a visual model needs the piece's Vid_*.mp4 and a boxes.json (one box "
+                         f"per player, AuSep order) in {piece.folder}; piece skipped")
+    from .video import load_boxes, video_info
+    from .visual import frame_provider
+
+    info = video_info(piece.video)
+    return frame_provider(piece.video, load_boxes(boxes, info.width, info.height), visual)
 
 
 def _segmenter(n_seg: int, seg: int) -> Callable[[np.ndarray], np.ndarray]:

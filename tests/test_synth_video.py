@@ -297,3 +297,39 @@ def test_cli_video_flag(monkeypatch, tmp_path):
     assert [c.video for c in seen] == [True, False]
     help_text = runner.invoke(app, ["synth", "--help"]).output
     assert "--video" in help_text and "boxes.json" in help_text
+
+
+def test_rendered_videos_go_through_the_three_paths(video_set, tmp_path, capsys):
+    """Each rendered piece: its boxes name the instruments (path a, default model); without the
+    names, the motion in each box picks the player's own true stem (path b's matching, every
+    player right); and a visual model separates it from the crops (path c)."""
+    from videos import tiny_visual
+
+    from cusep.checkpoint import save_model_dir
+    from cusep.cli import main
+    from cusep.data.urmp import scan_urmp
+    from cusep.evaluate import load_sources
+    from cusep.video_separate import InstrumentPlan, assign_players, open_video
+
+    out, _, _, _ = video_set
+    visual = tiny_visual("final-multiply")
+    visual_dir = save_model_dir(tmp_path / "visual", visual, visual.config)
+    for piece in scan_urmp(out):
+        boxes = piece.folder / "boxes.json"
+        truth = [p["instrument"] for p in json.loads(boxes.read_text())["players"]]
+        video = open_video(piece.video, boxes)
+        video = replace(video, players=tuple(replace(p, code=None) for p in video.players))
+        sources, codes, _ = load_sources(piece)
+        n = video.audio.shape[-1]
+        stems = np.pad(sources, ((0, 0), (0, max(0, n - sources.shape[-1]))))[:, None, :n]
+        plan = assign_players(video, InstrumentPlan(codes, "motion", {}, ("motion",) * len(truth)),
+                              stems)
+        assert [plan.code_of(i) for i in range(len(truth))] == truth, piece.name
+        for model, folder in ((None, "a"), (visual_dir, "c")):
+            args = ["separate", str(piece.video), "--boxes", str(boxes), "-o",
+                    str(tmp_path / folder), "-d", "cpu"]
+            with pytest.raises(SystemExit) as info:
+                main(args + (["-m", str(model), "--precision", "fp32"] if model else []))
+            assert not info.value.code, capsys.readouterr().err
+            written = sorted(p.name for p in (tmp_path / folder / piece.video.stem).iterdir())
+            assert written == [f"player{k}_{c}.wav" for k, c in enumerate(truth, start=1)]

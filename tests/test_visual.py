@@ -378,3 +378,21 @@ def test_label_models_refuse_frames(tiny_model_dir, make_signal) -> None:
         sep.separate(make_signal(RATE, 1.0), RATE, ["vn"],
                      visual=lambda s: (torch.zeros(len(s), 1, 1, 3, 32, 32),
                                        torch.ones(len(s), 1, dtype=torch.bool)))
+
+
+def test_eval_runs_a_visual_model_on_videos(urmp_video: Path, tmp_path: Path) -> None:
+    """`cusep eval` feeds each piece's video + boxes.json to a visual model; a piece without
+    video is skipped with the reason."""
+    from cusep.checkpoint import save_model_dir
+    from cusep.data.urmp import scan_urmp
+    from cusep.evaluate import EvalConfig, evaluate
+
+    model = tiny_visual("film-final")
+    path = save_model_dir(tmp_path / "model", model, model.config, dtype=torch.float32)
+    result = evaluate(scan_urmp(urmp_video), path, tmp_path / "eval",
+                      EvalConfig(protocol="paper", precision="fp32"), device="cpu")
+    assert {r["piece"] for r in result.records} == {p.name for p in scan_urmp(urmp_video)
+                                                    if p.video is not None}
+    assert any("boxes.json" in why for _, why in result.skipped)
+    model_rows = [r for r in result.records if r["method"] not in ("irm", "mix")]
+    assert model_rows and all(np.isfinite(r["si_sdr"]) for r in model_rows)
