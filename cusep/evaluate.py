@@ -382,15 +382,14 @@ def _frames(piece: Piece, separator: Separator):
     visual = separator.model.config.visual
     if visual is None:
         return None
-    boxes = piece.folder / "boxes.json"
-    if piece.video is None or not boxes.is_file():
+    if piece.video is None or piece.boxes is None:
         raise CusepError(f"a visual model needs the piece's Vid_*.mp4 and a boxes.json (one box "
                          f"per player, AuSep order) in {piece.folder}; piece skipped")
     from .video import load_boxes, video_info
     from .visual import frame_provider
 
     info = video_info(piece.video)
-    return frame_provider(piece.video, load_boxes(boxes, info.width, info.height), visual)
+    return frame_provider(piece.video, load_boxes(piece.boxes, info.width, info.height), visual)
 
 
 def _segmenter(n_seg: int, seg: int) -> Callable[[np.ndarray], np.ndarray]:

@@ -85,7 +85,7 @@ def main() -> None:
     sep = Separator(args.model, device="cpu")
     det = Detector(args.detector, device="cpu")
     pieces, _ = select_pieces(args.data)
-    pieces = [p for p in pieces if p.video is not None and (p.folder / "boxes.json").is_file()]
+    pieces = [p for p in pieces if p.video is not None and p.boxes is not None]
     if args.limit:
         pieces = pieces[:args.limit]
     if not pieces:
@@ -93,10 +93,8 @@ def main() -> None:
     records = []
     start = time.perf_counter()
     for piece in pieces:
-        boxes = json.loads((piece.folder / "boxes.json").read_text())
-        truth = [b["instrument"] for b in boxes["players"]]
-        bare = piece.folder / "boxes.json"
-        video = open_video(piece.video, bare)
+        truth = [b["instrument"] for b in json.loads(piece.boxes.read_text())["players"]]
+        video = open_video(piece.video, piece.boxes)
         video = VideoInput(video.path, video.info,
                            tuple(_unnamed(p) for p in video.players), video.audio, video.rate)
         sources, true_codes, _ = load_sources(piece, RATE)

@@ -27,10 +27,9 @@ import torch
 from torch.nn import functional as F
 
 from ..errors import CusepError
-from .urmp import Piece
+from .urmp import BOXES_FILE, Piece
 
 SOLOS_FPS = 25.0
-BOXES_FILE = "boxes.json"
 _CHUNK = 16  # full video frames decoded at once (bounded memory for large videos)
 
 
@@ -134,7 +133,7 @@ def read_solos_frames(audio: str | Path, duration: float, step: float = 0.4,
 
 def piece_has_video(piece: Piece) -> bool:
     """True when the piece folder holds a video and a boxes.json."""
-    return piece.video is not None and (piece.folder / BOXES_FILE).is_file()
+    return piece.video is not None and piece.boxes is not None
 
 
 def read_piece_frames(piece: Piece, duration: float, step: float = 0.4,
@@ -148,7 +147,7 @@ def read_piece_frames(piece: Piece, duration: float, step: float = 0.4,
     if not piece_has_video(piece):
         raise CusepError(f"{piece.folder} has no Vid_....mp4 and {BOXES_FILE}")
     info = video_info(piece.video)
-    players = {p.index: p for p in load_boxes(piece.folder / BOXES_FILE, info.width, info.height)}
+    players = {p.index: p for p in load_boxes(piece.boxes, info.width, info.height)}
     wanted = [t.player for t in piece.tracks]
     if sorted(players) != wanted:
         raise CusepError(f"{piece.folder / BOXES_FILE} lists {len(players)} players but the piece "

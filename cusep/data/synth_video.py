@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import CusepError
+from .urmp import BOXES_FILE
 
 FPS = 25
 CELL_W = 160
@@ -36,7 +37,6 @@ RELEASE_S = 0.06  # time constant of the loudness release after the notes end
 MERGE_S = 0.04  # onsets closer than this (chords, jitter) are one swing
 SWAY_PX = 3  # body sway at full loudness
 MARGIN = 3  # box margin around everything a figure can draw
-BOXES_FILE = "boxes.json"
 AAC_RATES = (96000, 88200, 64000, 48000, 44100, 32000, 24000, 22050, 16000, 12000, 11025, 8000,
              7350)
 _LOUD_FLOOR = 0.03  # below this a player counts as silent (no sway, base colour)

@@ -29,6 +29,8 @@ LAYOUT_HINT = (
     "holding AuSep_<k>_<inst>_NN_Name.wav per player and AuMix_....wav"
 )
 
+BOXES_FILE = "boxes.json"
+"""The players' boxes of a piece's video (see cusep.video)."""
 _SEP = re.compile(r"^AuSep_(\d+)_([A-Za-z]+)_(.+)\.wav$", re.IGNORECASE)
 _AUDIO_EXTS = (".wav", ".flac")
 
@@ -44,7 +46,8 @@ class Track:
 
 @dataclass(frozen=True)
 class Piece:
-    """One multitrack piece: the mix, one track per player (player order), the video."""
+    """One multitrack piece: the mix, one track per player (player order), the video and its
+    boxes.json (one box per player, in player order; cusep synth --video writes it)."""
 
     name: str
     folder: Path
@@ -52,6 +55,7 @@ class Piece:
     tracks: tuple[Track, ...]
     video: Path | None
     split: str | None = None
+    boxes: Path | None = None
 
     @property
     def instruments(self) -> tuple[str, ...]:
@@ -135,7 +139,9 @@ def _read_piece(folder: Path, codes: tuple[str, ...], split: str | None) -> Piec
         return f"its AuSep files ({got}) disagree with its name (players {', '.join(codes)})"
     mix = _first(folder, "AuMix_", _AUDIO_EXTS)
     video = _first(folder, "Vid_", (".mp4", ".mkv", ".mov", ".avi", ".webm"))
-    return Piece(folder.name, folder, mix, tuple(tracks), video, split)
+    boxes = folder / BOXES_FILE
+    return Piece(folder.name, folder, mix, tuple(tracks), video, split,
+                 boxes if boxes.is_file() else None)
 
 
 def scan_urmp(root: str | Path, *, require_mix: bool = False) -> list[Piece]:
