@@ -168,7 +168,7 @@ def crossfade_window(length: int, overlap: int) -> np.ndarray:
 class Separator:
     """Runs a separation model over signals of any length, rate and channel count.
 
-    >>> sep = Separator("cusep-label-v1", device="cpu")
+    >>> sep = Separator("cusep-label-v2", device="cpu")
     >>> stems = sep.separate(audio, 44100, ["vn", "vc"])  # audio (channels, samples)
     """
 
