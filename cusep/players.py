@@ -20,7 +20,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from scipy.optimize import linear_sum_assignment
+
+from .spectral import stft
 
 SMOOTH_S = 0.2
 """Length of the moving average applied to both envelopes before matching (seconds)."""
@@ -40,8 +41,7 @@ def onset_envelope(stems: np.ndarray, rate: int, times: np.ndarray) -> np.ndarra
     hop = n_fft // 4
     if x.shape[-1] < n_fft:
         x = torch.nn.functional.pad(x, (0, n_fft - x.shape[-1]))
-    spec = torch.stft(x, n_fft, hop, window=torch.hann_window(n_fft), center=True,
-                      return_complex=True).abs()  # (K, F, frames)
+    spec = stft(x, n_fft, hop).abs()  # (K, F, frames)
     peak = spec.amax().clamp_min(1e-9)
     logmag = torch.log1p(1000.0 * spec / peak)
     flux = (logmag[..., 1:] - logmag[..., :-1]).clamp_min(0).sum(1).double().numpy()
@@ -135,6 +135,8 @@ def assign(score: np.ndarray, fixed: Mapping[int, int] | None = None) -> Assignm
     The free players first cover the stems no fixed player holds, one player per stem (optimal
     assignment); players left over take their best stem.
     """
+    from scipy.optimize import linear_sum_assignment  # 0.5 s to import: only when matching
+
     score = np.asarray(score, dtype=np.float64)
     players, stems = score.shape
     fixed = dict(fixed or {})

@@ -202,7 +202,7 @@ class Trainer:
         """A visual batch's (normalised crops, players) on the device; None for audio batches."""
         if batch.crops is None:
             return None
-        from .visual import normalise
+        from .video import normalise
 
         crops = batch.crops.to(self.device, non_blocking=True)
         crops = normalise(crops) if crops.dtype == torch.uint8 else crops.float()  # or features
@@ -592,15 +592,11 @@ class _Bar:
     def __init__(self, total: int, done: int, enabled: bool) -> None:
         self.progress = None
         if enabled and sys.stderr.isatty():
-            from rich.progress import (
-                BarColumn,
-                MofNCompleteColumn,
-                Progress,
-                TextColumn,
-                TimeRemainingColumn,
-            )
-            self.progress = Progress(TextColumn("train"), BarColumn(), MofNCompleteColumn(),
-                                     TextColumn("{task.fields[info]}"), TimeRemainingColumn())
+            from rich.progress import TextColumn
+
+            from .progress import progress_bar
+
+            self.progress = progress_bar(TextColumn("{task.fields[info]}"))
             self.progress.start()
             self.task = self.progress.add_task("train", total=total, completed=done, info="")
 

@@ -46,9 +46,11 @@ __all__ = [
     "VideoInfo",
     "crop_players",
     "load_boxes",
+    "normalise",
     "motion_energy",
     "parse_boxes",
     "read_frames",
+    "resize_square",
     "video_info",
     "write_overlay",
 ]
@@ -473,29 +475,44 @@ def _check_fit(players: Sequence[Player], width: int, height: int) -> None:
             )
 
 
+def resize_square(images: torch.Tensor, size: int) -> torch.Tensor:
+    """uint8 or float images (N, 3, H, W) in 0..255 -> float32 (N, 3, size, size) in 0..255,
+    bilinear and antialiased, aspect not kept."""
+    x = images.float()
+    if x.shape[-2:] == (size, size):
+        return x
+    return F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False,
+                         antialias=True)
+
+
+def normalise(crops: torch.Tensor) -> torch.Tensor:
+    """Crops (..., 3, S, S) in 0..255 (uint8 or float) -> float32 normalised with the ImageNet
+    mean and std on [0, 1] RGB (what the backbones expect)."""
+    mean = torch.tensor(IMAGENET_MEAN, device=crops.device).view(3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, device=crops.device).view(3, 1, 1)
+    return (crops.float() / 255.0 - mean) / std
+
+
 def crop_players(
-    frames: np.ndarray, players: Sequence[Player], size: int = 224
+    frames: np.ndarray, players: Sequence[Player], size: int = 224, normalised: bool = True
 ) -> torch.Tensor:
-    """Each player's box cut from ``frames`` (N, H, W, 3) uint8 RGB, resized (bilinear,
-    antialiased, aspect not kept) to ``size`` x ``size`` and normalised with the ImageNet mean
-    and std on [0, 1] RGB -> float32 (N, P, 3, size, size)."""
+    """Each player's box cut from ``frames`` (N, H, W, 3) uint8 RGB and resized to ``size`` x
+    ``size`` (:func:`resize_square`) -> (N, P, 3, size, size): float32 ImageNet-normalised
+    (:func:`normalise`), or uint8 with ``normalised=False`` (compact caches)."""
     frames = np.asarray(frames)
     if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
         raise ValueError(f"frames must be uint8 (N, H, W, 3), not {frames.dtype} {frames.shape}")
     n, height, width, _ = frames.shape
-    mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
-    std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
-    out = torch.empty((n, len(players), 3, size, size), dtype=torch.float32)
+    out = torch.empty((n, len(players), 3, size, size),
+                      dtype=torch.float32 if normalised else torch.uint8)
     _check_fit(players, width, height)
     if n == 0:
         return out
     for j, player in enumerate(players):
         x, y, w, h = player.box
         crop = torch.from_numpy(np.ascontiguousarray(frames[:, y:y + h, x:x + w]))
-        crop = crop.permute(0, 3, 1, 2).float().div_(255.0)
-        crop = F.interpolate(crop, size=(size, size), mode="bilinear", align_corners=False,
-                             antialias=True)
-        out[:, j] = (crop - mean) / std
+        crop = resize_square(crop.permute(0, 3, 1, 2), size)
+        out[:, j] = normalise(crop) if normalised else crop.round().clamp(0, 255)
     return out
 
 

@@ -5,10 +5,11 @@ feature vector per crop (2048-d; 512-d for ResNet-18). One frame: adaptive max p
 ``feature_dim``; several frames: an LSTM (last hidden state) or a max over the frames. Then a max
 over the *present* players only gives the context (B, feature_dim) that conditions the U-Net.
 
-Fixes against the reference code: crops are ImageNet-normalised (:func:`normalise`), absent
-players never enter the max, a frozen backbone stays in eval mode (its BatchNorm statistics do
-not move), and the per-instrument probabilities of final-multiply models are sigmoids (several
-instruments play at once), computed by the separation model's head (``ConditionedUNet``).
+Fixes against the reference code: crops are ImageNet-normalised
+(:func:`cusep.video.normalise`), absent players never enter the max, a frozen backbone stays in
+eval mode (its BatchNorm statistics do not move), and the per-instrument probabilities of
+final-multiply models are sigmoids (several instruments play at once), computed by the separation
+model's head (``ConditionedUNet``).
 
 ImageNet weights are never downloaded: they are read from a file the user has (the torchvision
 cache, ``$TORCH_HOME/hub/checkpoints``, or ``visual.weights=/path/file.pth``).
@@ -83,26 +84,6 @@ class VisualConfig:
     def frame_offsets(self) -> tuple[float, ...]:
         """Seconds after a segment's start of the frames the model sees."""
         return tuple(i * self.frame_stride / self.fps for i in range(self.frames))
-
-
-def _mean_std(device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    from .video import IMAGENET_MEAN, IMAGENET_STD
-
-    return (torch.tensor(IMAGENET_MEAN, device=device).view(3, 1, 1),
-            torch.tensor(IMAGENET_STD, device=device).view(3, 1, 1))
-
-
-def normalise(crops: torch.Tensor) -> torch.Tensor:
-    """uint8 crops (..., 3, S, S) in 0..255 -> float32 ImageNet-normalised (..., 3, S, S)
-    (what :func:`cusep.video.crop_players` returns)."""
-    mean, std = _mean_std(crops.device)
-    return (crops.float() / 255.0 - mean) / std
-
-
-def to_uint8(crops: torch.Tensor) -> torch.Tensor:
-    """Inverse of :func:`normalise` (rounded): float (..., 3, S, S) -> uint8, for compact caches."""
-    mean, std = _mean_std(crops.device)
-    return ((crops * std + mean) * 255.0).round().clamp(0, 255).to(torch.uint8)
 
 
 def frame_provider(video: str | Path, players: Sequence[Player],

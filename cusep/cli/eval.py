@@ -8,14 +8,6 @@ from pathlib import Path
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
 
 from ..data.urmp import Piece
 from ..errors import CusepError
@@ -27,6 +19,7 @@ from ..evaluate import (
     evaluate,
     select_pieces,
 )
+from ..progress import progress_bar
 from . import console
 
 
@@ -103,9 +96,7 @@ def _evaluate_with_progress(pieces: list[Piece], model: str, out: Path, config: 
                             data: Path, kind: str, split: str | None, device: str,
                             jobs: int) -> EvalResult:
     terminal = console.is_terminal
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                  TimeElapsedColumn(), TimeRemainingColumn(), console=console,
-                  transient=True, disable=not terminal) as bar:
+    with progress_bar(console=console, transient=True, disable=not terminal) as bar:
         task = bar.add_task("pieces", total=len(pieces))
 
         def progress(outcome: PieceOutcome, done: int, total: int) -> None:

@@ -11,11 +11,11 @@ from pathlib import Path
 import numpy as np
 import typer
 from rich.markup import escape
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
 from ..audio import AUDIO_EXTENSIONS, FORMAT_EXTENSIONS, AudioWriter, read_audio
 from ..errors import CusepError
+from ..progress import progress_bar
 from ..separate import Separator, SeparatorConfig, is_auto
 from . import console, fail
 
@@ -228,7 +228,7 @@ def _one(sep: Separator, path: Path, codes: tuple[str, ...], paths: dict[str, Pa
     start = time.perf_counter()
     try:
         audio, rate = read_audio(path)
-        with progress_bar(path.name, audio.shape[-1]) as update:
+        with file_progress(path.name, audio.shape[-1]) as update:
             blocks = sep.iter_blocks(audio, rate, codes, progress=update)
             write_stems(blocks, paths, rate, audio.shape[0], fmt, clip)
     except (CusepError, OSError) as exc:
@@ -244,13 +244,11 @@ def _one(sep: Separator, path: Path, codes: tuple[str, ...], paths: dict[str, Pa
 
 
 @contextmanager
-def progress_bar(name: str, total: int) -> Iterator[Callable[[int, int], None]]:
+def file_progress(name: str, total: int) -> Iterator[Callable[[int, int], None]]:
     """A transient progress bar (hidden when stderr is not a terminal) -> its update function,
     ``update(done, total)``, in samples."""
-    with Progress(TextColumn("{task.description}"), BarColumn(),
-                  TextColumn("{task.percentage:>3.0f}%"), TimeElapsedColumn(),
-                  TimeRemainingColumn(), console=console, transient=True,
-                  disable=not console.is_terminal) as bar:
+    with progress_bar(count=False, console=console, transient=True,
+                      disable=not console.is_terminal) as bar:
         task = bar.add_task(escape(name), total=total)
         yield lambda done, _total: bar.update(task, completed=done)
 

@@ -20,7 +20,7 @@ from ..video_separate import (
     separate_stems,
 )
 from . import console
-from .separate import Output, progress_bar, write_stems
+from .separate import Output, file_progress, write_stems
 
 METHODS = {
     "boxes": "instruments named in the boxes",
@@ -50,7 +50,7 @@ def separate_players(sep: Separator, path: Path, boxes: Path,
     console.print(f"model [bold]{escape(sep.name)}[/] on [bold]{sep.device}[/] "
                   f"({sep.precision}), {len(video.players)} players, instruments "
                   f"{', '.join(codes)}", soft_wrap=True)
-    with progress_bar(path.name, video.audio.shape[-1]) as update:
+    with file_progress(path.name, video.audio.shape[-1]) as update:
         stems = separate_stems(sep, video, codes, progress=update)
     plan = assign_players(video, instrument_plan, stems)
     console.print(assignment_table(plan))

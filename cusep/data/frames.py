@@ -24,9 +24,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from torch.nn import functional as F
 
 from ..errors import CusepError
+from ..video import resize_square
 from .urmp import BOXES_FILE, Piece
 
 SOLOS_FPS = 25.0
@@ -57,7 +57,7 @@ class FrameTrack:
 def encode_track(track: FrameTrack, encoder: torch.nn.Module, device: torch.device,
                  batch: int = 64) -> FrameTrack:
     """Crops -> backbone features (float16, CPU) with a frozen ``VisualEncoder``."""
-    from ..visual import normalise
+    from ..video import normalise
 
     t, p = track.crops.shape[:2]
     flat = track.crops.reshape(t * p, *track.crops.shape[2:])
@@ -69,16 +69,6 @@ def encode_track(track: FrameTrack, encoder: torch.nn.Module, device: torch.devi
 
 def _grid(duration: float, step: float) -> list[float]:
     return [i * step for i in range(max(1, math.floor(duration / step) + 1))]
-
-
-def _resize(image: torch.Tensor, size: int) -> torch.Tensor:
-    """uint8 (..., 3, H, W) -> uint8 (..., 3, size, size)."""
-    if image.shape[-2:] == (size, size):
-        return image
-    lead = image.shape[:-3]
-    x = F.interpolate(image.reshape(-1, *image.shape[-3:]).float(), size=(size, size),
-                      mode="bilinear", antialias=True, align_corners=False)
-    return x.round().clamp(0, 255).to(torch.uint8).reshape(*lead, 3, size, size)
 
 
 # --------------------------------------------------------------------------------------- Solos
@@ -123,7 +113,8 @@ def read_solos_frames(audio: str | Path, duration: float, step: float = 0.4,
     out = []
     for i in picks:
         if i not in decoded:
-            decoded[i] = _resize(read_image(files[i]), size)
+            image = resize_square(read_image(files[i])[None], size)[0]
+            decoded[i] = image.round().clamp(0, 255).to(torch.uint8)
         out.append(decoded[i])
     return FrameTrack(torch.stack(out).unsqueeze(1), step)
 
@@ -142,7 +133,6 @@ def read_piece_frames(piece: Piece, duration: float, step: float = 0.4,
     the players of one instrument together (in player order), as its audio sources are summed.
     """
     from ..video import crop_players, load_boxes, read_frames, video_info
-    from ..visual import to_uint8
 
     if not piece_has_video(piece):
         raise CusepError(f"{piece.folder} has no Vid_....mp4 and {BOXES_FILE}")
@@ -157,7 +147,7 @@ def read_piece_frames(piece: Piece, duration: float, step: float = 0.4,
     chunks = []
     for i in range(0, len(times), _CHUNK):
         frames = read_frames(piece.video, times[i:i + _CHUNK])
-        chunks.append(to_uint8(crop_players(frames, ordered, size)))  # (N, P, 3, S, S)
+        chunks.append(crop_players(frames, ordered, size, normalised=False))  # (N, P, 3, S, S)
     crops = torch.cat(chunks)
     return {code: FrameTrack(crops[:, [j for j, t in enumerate(piece.tracks)
                                        if t.instrument == code]].contiguous(), step)

@@ -786,18 +786,9 @@ def render_dataset(out_dir: str | Path, config: SynthConfig, progress: bool = Tr
     _prepare_out_dir(out_dir, config)
     cache_dir = default_cache_dir() if cache_dir is None else cache_dir
 
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
+    from ..progress import progress_bar
 
-    bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                   TimeElapsedColumn(), TimeRemainingColumn(), disable=not progress,
-                   transient=False)
+    bar = progress_bar(disable=not progress, transient=False)
     with bar:
         parse_task = bar.add_task("parsing works", total=None)
         plans, works = plan_pieces(config, cache_dir,
