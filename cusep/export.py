@@ -26,11 +26,19 @@ def read_metrics_log(run_dir: Path) -> list[dict]:
 
 
 def export_run(run_dir: Path, model_dir: Path, weights: str = "best",
-               metrics_file: Path | None = None, notes_file: Path | None = None) -> Path:
-    """Write ``model_dir`` (fp16 safetensors, config.json, README.md) from ``run_dir``."""
+               metrics_file: Path | None = None, notes_file: Path | None = None,
+               threshold: float | None = None) -> Path:
+    """Write ``model_dir`` (fp16 safetensors, config.json, README.md) from ``run_dir``.
+
+    ``threshold`` (detectors only) replaces the stored decision threshold, e.g. one chosen on
+    validation for ``--instruments auto`` (see scripts/eval_detect.py --thresholds).
+    """
     run_dir = Path(run_dir)
     config, extra = read_run_config(run_dir)
     network = config.network
+    if threshold is not None and (config.task != "detect" or not 0.0 < threshold <= 1.0):
+        raise CusepError("--threshold is for detector runs and must be in (0, 1]; "
+                         f"got {threshold} for a {config.task} run")
     model = build_network(network)
     if weights == "best":
         path = run_dir / "best.safetensors"
@@ -49,8 +57,9 @@ def export_run(run_dir: Path, model_dir: Path, weights: str = "best",
     log = read_metrics_log(run_dir)
     key = "valid_map" if config.task == "detect" else "valid_si_sdr"
     best = max(log, key=lambda r: r[key]) if log else {}
-    if config.task == "detect" and "valid_threshold" in best:
-        network = dataclasses.replace(network, threshold=best["valid_threshold"])
+    if config.task == "detect" and (threshold is not None or "valid_threshold" in best):
+        network = dataclasses.replace(
+            network, threshold=best["valid_threshold"] if threshold is None else threshold)
     training = {
         "preset": config.preset,
         "description": config.description,

@@ -145,6 +145,11 @@ def test_fit_export_load_round_trip(urmp_data: Path, tmp_path: Path, tiny_model_
     for key, value in load_weights(tmp_path / "run" / "best.safetensors").items():  # fp16
         expected = value.half().float() if value.is_floating_point() else value
         torch.testing.assert_close(model.state_dict()[key], expected, rtol=0, atol=0)
+    chosen = export_run(tmp_path / "run", tmp_path / "det-auto", threshold=0.17)
+    assert load_detector(chosen)[0].config.threshold == 0.17
+    with pytest.raises(CusepError, match="must be in"):
+        export_run(tmp_path / "run", tmp_path / "det-bad", threshold=1.5)
+    assert not (tmp_path / "det-bad").exists()
     with pytest.raises(CusepError, match="'detector' model, not a separator"):
         load_model(out)
     with pytest.raises(CusepError, match="'separator' model, not a detector"):

@@ -234,6 +234,8 @@ def test_splits_disjoint_by_work():
         ({"instruments": ("vn", "va"), "min_players": 3, "max_players": 3}, "distinct"),
         ({"max_players": 8}, "<= 7"),
         ({"split": "dev"}, "unknown split"),
+        ({"timbre_shift": 13}, "--timbre-shift"),
+        ({"timbre_shift": -1}, "--timbre-shift"),
     ],
 )
 def test_bad_options_raise_one_line(tmp_path, change, message):
@@ -288,3 +290,45 @@ def test_cli_renders_and_rejects(tmp_path, cache, monkeypatch):
     assert len([p for p in (tmp_path / "cli").iterdir() if p.is_dir()]) == 1
     bad = runner.invoke(app, ["synth", str(tmp_path / "bad"), "--instruments", "vn,kazoo"])
     assert bad.exit_code != 0 and isinstance(bad.exception, CusepError)
+
+
+def _frames(x: np.ndarray, n: int = 2048, hop: int = 256) -> np.ndarray:
+    """Magnitude spectra of Hann-windowed frames: (frames, n // 2 + 1)."""
+    w = np.lib.stride_tricks.sliding_window_view(x, n)[::hop] * np.hanning(n)
+    return np.abs(np.fft.rfft(w, axis=1))
+
+
+def test_timbre_shift_keeps_notes_and_timing(tmp_path, cache):
+    """--timbre-shift changes the players' timbre, not their pitches, onsets or length."""
+    one = replace(SMALL, fonts=("fluidr3",), max_pieces=1, min_players=3, max_players=3,
+                  reverb=0.0, seed=4)  # FluidR3: several key zones (samples) per instrument
+    plain = render_dataset(tmp_path / "plain", one, progress=False, cache_dir=cache)
+    moved = render_dataset(tmp_path / "moved", replace(one, timbre_shift=3), progress=False,
+                           cache_dir=cache)
+    piece, ref = moved["pieces"][0], plain["pieces"][0]
+    assert piece["name"] == ref["name"] and piece["duration_s"] == ref["duration_s"]
+    shifts = [p["timbre_shift"] for p in piece["players"]]
+    assert all(-3 <= s <= 3 for s in shifts) and any(shifts), shifts
+    assert all(p["timbre_shift"] == 0 for p in ref["players"])
+    number, title = piece["name"].split("_")[:2]
+    moved_spectra = []
+    for k, (player, s) in enumerate(zip(piece["players"], shifts, strict=True), start=1):
+        name = f"AuSep_{k}_{player['code']}_{number}_{title}.wav"
+        x, _ = sf.read(tmp_path / "moved" / piece["name"] / name)
+        y, _ = sf.read(tmp_path / "plain" / piece["name"] / name)
+        assert x.shape == y.shape
+        if s == 0:  # the same stem; only the piece's peak normalisation differs
+            np.testing.assert_allclose(x, x @ y / (y @ y) * y, atol=3 / 32767)
+            continue
+        fx, fy = _frames(x), _frames(y)
+        flux_x = np.maximum(np.diff(np.log1p(fx.sum(1))), 0)
+        flux_y = np.maximum(np.diff(np.log1p(fy.sum(1))), 0)
+        lags = range(-4, 5)
+        corr = [np.corrcoef(np.roll(flux_x, lag), flux_y)[0, 1] for lag in lags]
+        assert abs(lags[int(np.argmax(corr))]) <= 1 and max(corr) > 0.6, corr
+        loud = (fx.max(1) > 0.05 * fx.max()) & (fy.max(1) > 0.05 * fy.max())
+        semis = 12 * np.log2((fx[loud].argmax(1) + 1) / (fy[loud].argmax(1) + 1))
+        assert abs(np.median(semis)) < 0.5  # the strongest partial sits at the same pitch
+        lx, ly = np.log(fx.mean(0) + 1e-6), np.log(fy.mean(0) + 1e-6)
+        moved_spectra.append(np.mean(np.abs(lx - ly)))
+    assert max(moved_spectra) > 0.1, moved_spectra  # ... but other samples: other spectra

@@ -91,6 +91,11 @@ def test_cli_train_export_and_separate(urmp_data: Path, tmp_path: Path) -> None:
     done = subprocess.run([sys.executable, "-m", "cusep", "export", str(run), str(model)],
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
+    wrong = subprocess.run([sys.executable, "-m", "cusep", "export", str(run),
+                            str(tmp_path / "other"), "--threshold", "0.2"],
+                           capture_output=True, text=True, timeout=300)
+    assert wrong.returncode == 1 and "--threshold is for detector runs" in wrong.stderr
+    assert "Traceback" not in wrong.stderr and not (tmp_path / "other").exists()
     config = json.loads((model / "config.json").read_text())
     assert config["training"]["steps"] == 4 and "cusep train" in config["training"]["command"]
     assert "valid_si_sdr" in config["metrics"]

@@ -42,6 +42,12 @@ def register(app: typer.Typer) -> None:
             "bach,haydn,mozart,beethoven,trecento,monteverdi", "--sources",
             help="music21 corpus sources (also: palestrina).",
         ),
+        timbre_shift: int = typer.Option(
+            0, "--timbre-shift",
+            help="Timbre augmentation: render each player transposed by a random -N..N "
+                 "semitones and resample it back (other samples of the font, notes and timing "
+                 "unchanged; 0: off).",
+        ),
         humanise: bool = typer.Option(True, "--humanise/--no-humanise",
                                       help="Tempo drift, timing jitter, dynamics, vibrato."),
         distinct: bool = typer.Option(True, "--distinct/--repeat-instruments",
@@ -73,6 +79,7 @@ def register(app: typer.Typer) -> None:
             sources=tuple(s.strip().lower() for s in sources.split(",") if s.strip()),
             max_pieces=max_pieces,
             video=video,
+            timbre_shift=timbre_shift,
             jobs=jobs,
             resume=resume,
             force=force,

@@ -76,13 +76,17 @@ def register(app: typer.Typer) -> None:
         metrics: Path = typer.Option(None, "--metrics",
                                      help="JSON of measured test metrics for the model card."),
         notes: Path = typer.Option(None, "--notes", help="Markdown appended to the model card."),
+        threshold: float = typer.Option(
+            None, "--threshold",
+            help="Detectors: the decision threshold to store (default: the one that maximised "
+                 "validation macro-F1 at the best step)."),
     ) -> None:
         """Export a run as a model directory (fp16 safetensors, config, model card); a detector
-        run stores the validation threshold that maximised macro-F1."""
+        run stores the validation threshold that maximised macro-F1, or --threshold."""
         from ..export import export_run
 
         path = export_run(run_dir, model_dir, weights=weights, metrics_file=metrics,
-                          notes_file=notes)
+                          notes_file=notes, threshold=threshold)
         console.print(f"wrote {path}")
 
 

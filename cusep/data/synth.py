@@ -26,6 +26,7 @@ from collections import Counter
 from collections.abc import Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import asdict, dataclass, replace
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -86,6 +87,11 @@ class SynthConfig:
     ``reverb`` is the probability that a piece gets (identical per stem) reverb.
     ``max_pieces`` (0: no limit) stops the set early, whatever ``minutes_per_instrument`` says.
     ``video`` also renders ``Vid_<piece>.mp4`` + ``boxes.json`` per piece (:mod:`.synth_video`).
+    ``timbre_shift`` (semitones, 0: off) varies every player's timbre: its part is rendered ``s``
+    semitones higher (``s`` uniform in -N..N per player) and ``2**(s/12)`` times faster, then
+    resampled back to its true pitch and timing. The font then plays each note from other
+    samples (other key zones, each moved by its own resampling), with stretched envelopes and
+    vibrato; a font with one sample per instrument sounds almost unchanged.
     """
 
     split: str = "train"
@@ -103,6 +109,7 @@ class SynthConfig:
     sources: tuple[str, ...] = DEFAULT_SOURCES
     max_pieces: int = 0
     video: bool = False
+    timbre_shift: int = 0
     jobs: int = 1
     resume: bool = False
     force: bool = False
@@ -202,6 +209,8 @@ def _validate(config: SynthConfig) -> SynthConfig:
         raise CusepError("--reverb is a probability per piece: give a value in 0..1.")
     if config.jobs < 1:
         raise CusepError("--jobs must be at least 1.")
+    if not 0 <= config.timbre_shift <= 12:
+        raise CusepError("--timbre-shift is a number of semitones: give a value in 0..12.")
     unknown = [s for s in config.sources if s not in SOURCES]
     if unknown or not config.sources:
         raise CusepError(f"unknown source '{unknown[0] if unknown else ''}'; "
@@ -583,13 +592,28 @@ def _fluidsynth(midi: Path, wav: Path, font: Path, reverb: dict | None) -> np.nd
     return x.mean(axis=1)
 
 
-def _resample(x: np.ndarray, rate: int) -> np.ndarray:
+def _resample(x: np.ndarray, rate: int, stretch: float = 1.0) -> np.ndarray:
+    """Resample from RENDER_RATE to ``rate``; ``stretch`` > 1 also slows down (and lowers) x."""
     from scipy.signal import resample_poly
 
-    g = math.gcd(rate, RENDER_RATE)
-    if rate == RENDER_RATE:
+    ratio = Fraction(rate, RENDER_RATE) * Fraction(stretch).limit_denominator(2000)
+    if ratio == 1:
         return x
-    return resample_poly(x, rate // g, RENDER_RATE // g)
+    return resample_poly(x, ratio.numerator, ratio.denominator)
+
+
+def _shifted(events: list[tuple[float, int, tuple]], semitones: int
+             ) -> list[tuple[float, int, tuple]]:
+    """Events ``semitones`` higher and 2**(semitones/12) times faster (undone by _resample)."""
+    if semitones == 0:
+        return events
+    speed = 2.0 ** (semitones / 12)
+    out = []
+    for sec, order, args in events:
+        if args[0] in ("note_on", "note_off"):
+            args = (args[0], int(np.clip(args[1] + semitones, 0, 127)), *args[2:])
+        out.append((sec / speed, order, args))
+    return out
 
 
 def render_piece(plan: PiecePlan, notes: dict[int, list[Note]], config: SynthConfig,
@@ -602,6 +626,11 @@ def render_piece(plan: PiecePlan, notes: dict[int, list[Note]], config: SynthCon
         np.random.default_rng(s) for s in ss.spawn(3 + len(plan.players))
     ]
     h = _humanisation(config, rng_h, rng_r)
+    timbres = [0] * len(plan.players)
+    if config.timbre_shift:  # own stream: the other draws stay those of an unshifted render
+        n = config.timbre_shift
+        timbres = [int(v) for v in np.random.default_rng(ss.spawn(1)[0]).integers(
+            -n, n + 1, size=len(plan.players))]
     lead_in = 0.2
     qmap = _time_map(plan.start, plan.end, plan.qpm, h, rng_t, lead_in)
     per_part = [
@@ -618,12 +647,14 @@ def render_piece(plan: PiecePlan, notes: dict[int, list[Note]], config: SynthCon
     tmp.mkdir(parents=True)
     stems = []
     with tempfile.TemporaryDirectory(prefix="cusep-synth-") as work:
-        for k, (p, events) in enumerate(zip(plan.players, per_part, strict=True), start=1):
+        for k, (p, events, fs) in enumerate(zip(plan.players, per_part, timbres, strict=True),
+                                            start=1):
             midi = Path(work) / f"{k}.mid"
-            _write_midi(midi, events, BY_CODE[p.code].program, end_s,
+            speed = 2.0 ** (fs / 12)
+            _write_midi(midi, _shifted(events, fs), BY_CODE[p.code].program, end_s / speed,
                         h.reverb["send"] if h.reverb else 0)
             x = _resample(_fluidsynth(midi, Path(work) / f"{k}.wav", font, h.reverb),
-                          config.sample_rate)
+                          config.sample_rate, stretch=speed)
             x = x[:length] if len(x) >= length else np.pad(x, (0, length - len(x)))
             stems.append(x)
     stack = np.stack(stems)
@@ -646,8 +677,8 @@ def render_piece(plan: PiecePlan, notes: dict[int, list[Note]], config: SynthCon
                     "end_quarter": plan.end, "qpm": plan.qpm},
         "players": [
             {"player": k, "code": p.code, "program": BY_CODE[p.code].program, "part": p.part,
-             "part_name": p.part_name, "octave_shift": p.shift // 12}
-            for k, p in enumerate(plan.players, start=1)
+             "part_name": p.part_name, "octave_shift": p.shift // 12, "timbre_shift": fs}
+            for k, (p, fs) in enumerate(zip(plan.players, timbres, strict=True), start=1)
         ],
         "font": _font_label(plan.font),
         "font_file": font.name,
@@ -751,6 +782,9 @@ def _card(manifest: dict) -> str:
         "- SoundFonts: " + ", ".join(f"{k} ({v} pieces)" for k, v in sorted(fonts.items())),
         f"- sample rate: {cfg['sample_rate']} Hz; excerpts of ~{cfg['excerpt_seconds']:g} s",
         f"- humanisation: {'on' if cfg['humanise'] else 'off'}; reverb on {reverb} pieces",
+        "- timbre shift per player (rendered transposed, resampled back): "
+        + (f"-{cfg['timbre_shift']}..+{cfg['timbre_shift']} semitones"
+           if cfg.get("timbre_shift") else "none"),
         f"- seed: {cfg['seed']}",
         f"- video: {video}",
         "",
