@@ -298,6 +298,8 @@ def _frames(x: np.ndarray, n: int = 2048, hop: int = 256) -> np.ndarray:
     return np.abs(np.fft.rfft(w, axis=1))
 
 
+@pytest.mark.skipif(not Path("/usr/share/sounds/sf2/FluidR3_GM.sf2").is_file(),
+                    reason="FluidR3 is needed: apt-get install fluid-soundfont-gm")
 def test_timbre_shift_keeps_notes_and_timing(tmp_path, cache):
     """--timbre-shift changes the players' timbre, not their pitches, onsets or length."""
     one = replace(SMALL, fonts=("fluidr3",), max_pieces=1, min_players=3, max_players=3,
