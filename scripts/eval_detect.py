@@ -9,11 +9,10 @@ detections, and how many of them are same-family confusions (a missed instrument
 of the same family in one piece). Window level (one segment per window, the piece's instruments
 as labels): mAP. With --separator: the SI-SDR improvement of the true sources separated with the
 detected list minus that with the true list, averaged over every source of the set (a missed
-source counts as the mixture: 0 dB improvement). Both lists give the same stems where the
-detection is exact, so only the other pieces are separated (twice); their true-list and auto
-means are reported too. --thresholds also scores the auto path at other thresholds (each
-distinct instrument set of a piece is separated once), to choose the separation threshold on a
-validation set.
+source counts as the mixture: 0 dB improvement). Each distinct instrument list of a piece is
+separated once; the true-list and auto means over the pieces with a detection error are reported
+too. --thresholds also scores the auto path at other thresholds, to choose the separation
+threshold on a validation set.
 """
 
 from __future__ import annotations
