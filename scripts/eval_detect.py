@@ -10,9 +10,9 @@ of the same family in one piece). Window level (one segment per window, the piec
 as labels): mAP. With --separator: the SI-SDR improvement of the true sources separated with the
 detected list minus that with the true list, averaged over every source of the set (a missed
 source counts as the mixture: 0 dB improvement). Each distinct instrument list of a piece is
-separated once; the true-list and auto means over the pieces with a detection error are reported
-too. --thresholds also scores the auto path at other thresholds, to choose the separation
-threshold on a validation set.
+separated once, and a piece detected exactly at every threshold not at all; the true-list and
+auto means over the pieces with a detection error are reported too. --thresholds also scores
+the auto path at other thresholds, to choose the separation threshold on a validation set.
 """
 
 from __future__ import annotations
@@ -134,6 +134,12 @@ def auto_minus_true(sep: Separator, mix: np.ndarray, rate: int, sources: np.ndar
                     thresholds: list[float]) -> dict[float, tuple[np.ndarray, np.ndarray]]:
     """Per threshold: SI-SDR improvements (sources,) with the true list and with the detected one
     (a missed source: 0 dB). Every distinct list is separated once."""
+    truth = frozenset(codes)
+    found = {t: frozenset(c for c, p in zip(classes, probabilities, strict=True) if p > t)
+             for t in thresholds}
+    if all(f == truth for f in found.values()):  # the same stems either way: nothing to separate
+        zero = np.zeros(len(codes))
+        return {t: (zero, zero) for t in thresholds}
     base = si_sdr(np.broadcast_to(mix, sources.shape), sources)
     gains: dict[frozenset, np.ndarray] = {}
 
@@ -144,9 +150,8 @@ def auto_minus_true(sep: Separator, mix: np.ndarray, rate: int, sources: np.ndar
                                      else 0.0 for k, c in enumerate(codes)])
         return gains[found]
 
-    true = gain(frozenset(codes))
-    return {t: (true, gain(frozenset(c for c, p in zip(classes, probabilities, strict=True)
-                                     if p > t))) for t in thresholds}
+    true = gain(truth)
+    return {t: (true, gain(found[t])) for t in thresholds}
 
 
 if __name__ == "__main__":

@@ -91,60 +91,62 @@ def _look(code: str) -> _Look:
         shapes = [(_ellipse(w, h), -34 - w // 2, -56, c, "body"),
                   (_rect(4, 20), -36, -74, (60, 35, 20), "body"),
                   (_rect(60, 3), -64, -56 + h // 2, bow, "arm")]
-        return _Look(tuple(_Shape(*s) for s in shapes), "x", 16)
-    if code in ("vc", "db"):  # big body standing in front of the player
+        axis, travel = "x", 16
+    elif code in ("vc", "db"):  # big body standing in front of the player
         w, h, c, y = (46, 74, (140, 60, 30), 6) if code == "vc" else (58, 96, (96, 44, 20), -6)
         shapes = [(_rect(6, 50), -3, y - 46, (50, 30, 15), "body"),
                   (_ellipse(w, h), -w // 2, y, c, "body"),
                   (_rect(w + 26, 4), -(w + 26) // 2, y + h * 5 // 8, bow, "arm")]
-        return _Look(tuple(_Shape(*s) for s in shapes), "x", 20)
-    if code == "fl":  # long thin horizontal tube at the mouth
+        axis, travel = "x", 20
+    elif code == "fl":  # long thin horizontal tube at the mouth
         shapes = [(_rect(98, 6), -14, -76, (215, 215, 228), "body"),
                   (_rect(10, 12), 44, -79, arm_c, "arm")]
-        return _Look(tuple(_Shape(*s) for s in shapes), "x", 14)
-    if code in ("ob", "cl"):  # long thin vertical tube, small bell
+        axis, travel = "x", 14
+    elif code in ("ob", "cl"):  # long thin vertical tube, small bell
         w, h, c = (8, 66, (40, 30, 30)) if code == "ob" else (10, 80, (18, 18, 26))
         bell = (14, 10) if code == "ob" else (22, 14)
         shapes = [(_rect(w, h), -w // 2, -74, c, "body"),
                   (_ellipse(*bell), -bell[0] // 2, -74 + h - 4, c, "body"),
                   (_rect(16, 8), -8, -50, arm_c, "arm")]
-        return _Look(tuple(_Shape(*s) for s in shapes), "y", 12)
-    if code == "bn":  # tall thick wooden tube beside the player
+        axis, travel = "y", 12
+    elif code == "bn":  # tall thick wooden tube beside the player
         shapes = [(_rect(18, 118), 16, -86, (150, 74, 38), "body"),
                   (_rect(20, 3), -2, -72, (200, 180, 120), "body"),
                   (_rect(14, 10), 18, -40, arm_c, "arm")]
-        return _Look(tuple(_Shape(*s) for s in shapes), "y", 14)
-    if code == "sax":  # gold tube with a wide bell at the bottom
+        axis, travel = "y", 14
+    elif code == "sax":  # gold tube with a wide bell at the bottom
         c = (216, 176, 60)
         shapes = [(_rect(12, 58), -6, -70, c, "body"),
                   (_ellipse(34, 26), -4, -18, c, "body"),
                   (_rect(16, 8), -8, -52, arm_c, "arm")]
-        return _Look(tuple(_Shape(*s) for s in shapes), "y", 12)
-    if code == "tpt":  # short horizontal tube, round bell
+        axis, travel = "y", 12
+    elif code == "tpt":  # short horizontal tube, round bell
         c = (235, 195, 70)
         shapes = [(_rect(56, 8), 6, -80, c, "body"),
                   (_ellipse(18, 28), 60, -90, c, "body"),
                   (_rect(10, 12), 24, -72, arm_c, "arm")]
-        return _Look(tuple(_Shape(*s) for s in shapes), "y", 10)
-    if code == "hn":  # coiled ring with a bell
+        axis, travel = "y", 10
+    elif code == "hn":  # coiled ring with a bell
         c = (200, 140, 55)
         shapes = [(_ring(56, 56, 9), -28, -52, c, "body"),
                   (_ellipse(28, 28), 16, -22, c, "body"),
                   (_rect(12, 12), -40, -40, arm_c, "arm")]
-        return _Look(tuple(_Shape(*s) for s in shapes), "y", 12)
-    if code == "tbn":  # long horizontal tube, moving slide
+        axis, travel = "y", 12
+    elif code == "tbn":  # long horizontal tube, moving slide
         c = (226, 182, 66)
         shapes = [(_rect(72, 6), 4, -80, c, "body"),
                   (_ellipse(22, 30), 76, -92, c, "body"),
                   (_rect(36, 12), 34, -74, (180, 140, 50), "arm")]
-        return _Look(tuple(_Shape(*s) for s in shapes), "x", 14)
-    if code == "tba":  # big dark-gold body with a wide bell on top
+        axis, travel = "x", 14
+    elif code == "tba":  # big dark-gold body with a wide bell on top
         c = (170, 128, 44)
         shapes = [(_ellipse(62, 88), -31, -40, c, "body"),
                   (_ellipse(54, 18), -27, -58, (205, 165, 70), "body"),
                   (_rect(12, 14), -44, -6, arm_c, "arm")]
-        return _Look(tuple(_Shape(*s) for s in shapes), "y", 12)
-    raise CusepError(f"no video look for instrument '{code}'")
+        axis, travel = "y", 12
+    else:
+        raise CusepError(f"no video look for instrument '{code}'")
+    return _Look(tuple(_Shape(*s) for s in shapes), axis, travel)
 
 
 def _person(torso: Colour, skin: Colour) -> list[_Shape]:
