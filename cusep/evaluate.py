@@ -83,7 +83,11 @@ class EvalConfig:
     references: tuple[str, ...] = REFERENCE_METHODS
     pes: bool = False
     """Request every instrument of the model and score the absent ones with PES."""
-    wiener_iterations: int = 2
+    wiener_iterations: int = SeparatorConfig.wiener_iterations
+    mix_floor: float = SeparatorConfig.mix_floor
+    rest: bool = False
+    """Partial lists: every instrument of a piece is separated alone with ``--rest`` (one run
+    per instrument) and its stem is scored; the reference methods are unchanged."""
     overlap: float = 0.25
     """Window overlap of the ``full`` protocol (``paper`` always uses 0)."""
     batch_size: int = 4
@@ -114,7 +118,8 @@ class EvalConfig:
         return SeparatorConfig(
             wiener_iterations=self.wiener_iterations,
             overlap=0.0 if self.protocol == "paper" else self.overlap,
-            batch_size=self.batch_size, precision=self.precision, residual=self.residual)
+            batch_size=self.batch_size, precision=self.precision, residual=self.residual,
+            mix_floor=self.mix_floor)
 
 
 @dataclass(frozen=True)
@@ -347,7 +352,10 @@ def evaluate_piece(piece: Piece, separator: Separator, config: EvalConfig, metho
                              f"{seg}-sample segment; piece skipped")
         sources = sources[:, :n_seg * seg]
     mix = sources.sum(0)
-    stems = separator.separate(mix, rate, requested, visual=_frames(piece, separator))
+    if config.rest:  # each instrument named alone, the others left in its rest stem
+        stems = {c: separator.separate(mix, rate, [c], rest=True)[c] for c in requested}
+    else:
+        stems = separator.separate(mix, rate, requested, visual=_frames(piece, separator))
     if stems_dir is not None:
         for code, stem in stems.items():
             write_audio(stems_dir / piece.name / f"{code}.wav", stem[None], rate, "float32",
@@ -480,6 +488,7 @@ def run_settings(model: ModelDir, data: Path, dataset: str, config: EvalConfig, 
         "references": list(config.references), "pes": config.pes,
         "wiener_iterations": config.wiener_iterations,
         "overlap": config.separator_config().overlap, "residual": config.residual,
+        "mix_floor": config.mix_floor, "rest": config.rest,
         "precision": precision, "device": dev.type, "filter_length": config.filter_length,
         "window": config.window, "frame_aggregation": config.frame_aggregation,
         "silence_threshold": config.silence_threshold, "spectral": asdict(spec),
@@ -498,7 +507,8 @@ def run_settings(model: ModelDir, data: Path, dataset: str, config: EvalConfig, 
         "protocol_description": protocol,
         "conditioning": ("all the model's instruments requested (--pes): absent ones are "
                          "predicted and scored with PES") if config.pes
-                        else "the true instruments of each piece",
+                        else ("each instrument named alone with a rest stem (--rest)"
+                              if config.rest else "the true instruments of each piece"),
         "sample_rate": spec.sample_rate if paper else "each piece's own rate",
         "segment": spec.segment if paper else None,
         "tail_dropped": paper,
@@ -520,6 +530,8 @@ def run_settings(model: ModelDir, data: Path, dataset: str, config: EvalConfig, 
         "frame_aggregation": None if paper else config.frame_aggregation,
         "filter_length": config.filter_length,
         "wiener_iterations": config.wiener_iterations,
+        "mix_floor": config.mix_floor,
+        "rest": config.rest,
         "overlap": config.separator_config().overlap,
         "residual": config.residual,
         "precision": precision,

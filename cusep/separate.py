@@ -44,6 +44,9 @@ class SeparatorConfig:
     precision: Precision = "auto"
     residual: bool = True
     """Distribute what the estimates miss so the stems sum to the mixture (off: raw estimates)."""
+    mix_floor: float = 0.0
+    """Safeguard: every stem is ``(1 - mix_floor) * estimate + mix_floor * mixture / K`` (K
+    stems), so a poor estimate leans towards the mixture and the stems still sum to it."""
 
     def __post_init__(self) -> None:
         if self.wiener_iterations < 0:
@@ -52,6 +55,8 @@ class SeparatorConfig:
             raise CusepError("--overlap must be in [0, 1)")
         if self.batch_size < 1:
             raise CusepError("--batch-size must be at least 1")
+        if not 0.0 <= self.mix_floor <= 1.0:
+            raise CusepError("--mix-floor must be in [0, 1]")
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
@@ -219,23 +224,28 @@ class Separator:
 
     def separate(self, audio: np.ndarray | torch.Tensor, sample_rate: int,
                  instruments: str | Sequence[str], progress: Progress | None = None,
-                 visual: FrameProvider | None = None) -> dict[str, np.ndarray]:
+                 visual: FrameProvider | None = None, rest: bool = False
+                 ) -> dict[str, np.ndarray]:
         """audio (channels, samples) or (samples,) -> {code: stem with the input's shape}.
 
         ``visual``: for a visual model, the crops of the players for each window
         (:func:`cusep.visual.frame_provider`); label models take the instruments' labels.
+        ``rest``: the instruments are only some of those that play; a further stem ``rest``
+        holds everything else (the stems still sum to the input).
         """
         codes = self.check_instruments(instruments)
         arr = np.asarray(audio.detach().cpu() if isinstance(audio, torch.Tensor) else audio)
         mono_input = arr.ndim == 1
-        blocks = list(self.iter_blocks(arr, sample_rate, codes, progress, visual))
+        blocks = list(self.iter_blocks(arr, sample_rate, codes, progress, visual, rest))
         stems = np.concatenate(blocks, axis=-1)
-        return {c: (stems[i, 0] if mono_input else stems[i]) for i, c in enumerate(codes)}
+        names = stem_names(codes, rest)
+        return {c: (stems[i, 0] if mono_input else stems[i]) for i, c in enumerate(names)}
 
     def iter_blocks(self, audio: np.ndarray, sample_rate: int, codes: Sequence[str],
                     progress: Progress | None = None, visual: FrameProvider | None = None,
-                    ) -> Iterator[np.ndarray]:
-        """Yield consecutive output blocks (K, channels, n) covering the input exactly.
+                    rest: bool = False) -> Iterator[np.ndarray]:
+        """Yield consecutive output blocks (K, channels, n) covering the input exactly (K: the
+        codes, and one more for ``rest``, last; see :func:`stem_names`).
 
         ``visual(starts)`` gives a visual model the players' crops of the windows that start at
         ``starts`` (seconds, (B,)) -> (crops (B, P, F, 3, S, S), present (B, P)).
@@ -264,7 +274,7 @@ class Separator:
         context = torch.tensor([label_vector(codes, self.instruments)], device=self.device)
         index = torch.tensor([self.instruments.index(c) for c in codes], device=self.device)
 
-        acc = np.zeros((len(codes), channels, 0), np.float32)
+        acc = np.zeros((len(codes) + rest, channels, 0), np.float32)
         acc_w = np.zeros(0, np.float32)
         base = 0  # absolute input position of acc[..., 0]
         for b0 in range(0, len(starts), self.config.batch_size):
@@ -273,7 +283,8 @@ class Separator:
             model_in = torch.from_numpy(np.stack([mono[s:s + seg] for s in batch]))
             chunk = torch.from_numpy(np.stack([audio[:, o:o + seg_in] for o in offsets]))
             frames = visual(np.asarray(batch, np.float64) / rate) if visual is not None else None
-            out = self._process(model_in, chunk, context, index, sample_rate, frames).numpy()
+            out = self._process(model_in, chunk, context, index, sample_rate, frames,
+                                rest).numpy()
             for o, stems in zip(offsets, out, strict=True):
                 end = o + seg_in
                 if end - base > acc.shape[-1]:
@@ -294,9 +305,11 @@ class Separator:
     @torch.inference_mode()
     def _process(self, model_in: torch.Tensor, chunk: torch.Tensor, context: torch.Tensor,
                  index: torch.Tensor, sample_rate: int,
-                 frames: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+                 frames: tuple[torch.Tensor, torch.Tensor] | None = None,
+                 rest: bool = False) -> torch.Tensor:
         """model_in (B, seg) at the model rate, chunk (B, C, seg_in) at the input rate, frames
-        (crops, present) for a visual model -> stems (B, K, C, seg_in) on the CPU."""
+        (crops, present) for a visual model -> stems (B, K, C, seg_in) on the CPU (K + 1 with
+        ``rest``: its mask is what the named masks leave, 1 - their sum, floored at 0)."""
         spec = self.model.config.spectral
         model_in, chunk = model_in.to(self.device), chunk.to(self.device)
         bsz = model_in.shape[0]
@@ -312,6 +325,8 @@ class Separator:
         else:
             masks = self.model(inp, ctx, seen)
         masks = from_grid(masks.float(), spec)[:, index]  # (B, K, F, T)
+        if rest:
+            masks = torch.cat([masks, (1 - masks.sum(1, keepdim=True)).clamp_min(0)], 1)
 
         ratio = sample_rate / spec.sample_rate
         same = sample_rate == spec.sample_rate
@@ -330,8 +345,16 @@ class Separator:
         y = wiener(v.contiguous(), xw.contiguous(), iterations=self.config.wiener_iterations)
         if self.config.residual:
             y = consistent(y, xw)
+        if self.config.mix_floor > 0:
+            floor = self.config.mix_floor
+            y = (1 - floor) * y + floor / y.shape[-1] * xw.unsqueeze(-1)
         y = y.permute(0, 4, 3, 2, 1)  # (B, K, C, Fi, Ti)
         return istft(y, chunk.shape[-1], in_fft, in_hop).float().cpu()
+
+
+def stem_names(codes: Sequence[str], rest: bool) -> tuple[str, ...]:
+    """The stems of a separation, in output order: the codes, then ``rest`` if asked for."""
+    return (*codes, "rest") if rest else tuple(codes)
 
 
 def _check_signal(audio: np.ndarray, sample_rate: int, n_fft: int, model_rate: int) -> np.ndarray:
@@ -367,15 +390,18 @@ def is_auto(instruments: str | Sequence[str]) -> bool:
 
 def separate(audio: np.ndarray | torch.Tensor, sample_rate: int,
              instruments: str | Sequence[str], model: str | Path | None = None,
-             device: str = "auto", wiener_iterations: int = 2,
-             detector: str | Path | None = None) -> dict[str, np.ndarray]:
+             device: str = "auto", wiener_iterations: int | None = None,
+             detector: str | Path | None = None, rest: bool = False) -> dict[str, np.ndarray]:
     """One-call API: audio (channels, samples) or (samples,) -> {instrument code: stem}.
 
     ``instruments="auto"``: the instruments the ``detector`` (default: the registry's) finds
-    above its threshold; CusepError when it finds none.
+    above its threshold; CusepError when it finds none. ``rest``: also a ``rest`` stem with
+    everything the named instruments leave (for partial lists). ``wiener_iterations``: None for
+    the default of :class:`SeparatorConfig`.
     """
-    sep = Separator(model, device=device,
-                    config=SeparatorConfig(wiener_iterations=wiener_iterations))
+    config = (SeparatorConfig() if wiener_iterations is None
+              else SeparatorConfig(wiener_iterations=wiener_iterations))
+    sep = Separator(model, device=device, config=config)
     if is_auto(instruments):
         from .detect import Detector  # detect imports this module
 
@@ -384,4 +410,4 @@ def separate(audio: np.ndarray | torch.Tensor, sample_rate: int,
             raise CusepError(f"{result.nothing_detected('the audio')}; name the instruments "
                              "instead of 'auto'")
         instruments = result.detected
-    return sep.separate(audio, sample_rate, instruments)
+    return sep.separate(audio, sample_rate, instruments, rest=rest)

@@ -413,7 +413,7 @@ def validation_mixing(cfg: TrainConfig, bank: StemBank) -> MixingConfig:
     ensembles = any(len(codes) >= cfg.mixing.min_sources for codes, _ in bank.pieces)
     return dataclasses.replace(cfg.mixing, ensemble_ratio=1.0 if ensembles else 0.0,
                                gain_db=(0.0, 0.0), noise_std=0.0, normalise="rms",
-                               ensemble_subset=False)
+                               ensemble_subset=False, unlabelled=0.0)
 
 
 def load_banks(cfg: TrainConfig, log: Log, encode: Callable | None = None

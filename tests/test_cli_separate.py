@@ -459,3 +459,17 @@ def test_read_only_output_folder(cli, tmp_path, track, short_model_dir):
         assert files_under(out) == []
     finally:
         out.chmod(0o755)
+
+
+def test_rest_writes_two_stems_that_sum_to_the_input(cli, tmp_path, track, short_model_dir):
+    out = tmp_path / "out"
+    code, _, err = cli(track, "-i", "vn", "--rest", "-m", short_model_dir, "-o", out, "-f",
+                       "float32")
+    assert code == 0, err
+    assert "vn + rest" in err
+    assert files_under(out) == [out / "a" / "rest.wav", out / "a" / "vn.wav"]
+    x, _ = sf.read(track, dtype="float32")
+    vn, _ = sf.read(out / "a" / "vn.wav", dtype="float32")
+    rest, _ = sf.read(out / "a" / "rest.wav", dtype="float32")
+    assert np.abs(vn + rest - x).max() < 1e-3 * np.abs(x).max()
+    assert np.abs(rest).max() > 1e-3 and np.abs(vn).max() > 1e-3

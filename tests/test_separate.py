@@ -317,3 +317,32 @@ def test_other_conditionings_separate(make_model_dir, make_signal, conditioning)
     x = make_signal(11025, 1.0, 1, seed=1)
     stems = Separator(path, device="cpu").separate(x, 11025, ["vn", "va", "vc"])
     assert rel_rms(sum(stems.values()), x) < 1e-3
+
+
+# ------------------------------------------------------------------------ partial lists, floor
+
+
+def test_rest_stem_holds_what_the_named_leave_and_stems_sum(short_model_dir, make_signal):
+    x = make_signal(22050, 1.5, 2, seed=11)
+    sep = short_sep(short_model_dir, wiener_iterations=0)
+    part = sep.separate(x, 22050, ["vn"], rest=True)
+    assert list(part) == ["vn", "rest"]
+    assert rel_rms(part["vn"] + part["rest"], x) < 1e-3
+    assert np.abs(part["rest"]).max() > 1e-3 and np.abs(part["vn"]).max() > 1e-3
+    # raw soft masks: the rest's mask is 1 - the named one's, so the sum holds without help
+    raw = short_sep(short_model_dir, wiener_iterations=0, residual=False)
+    alone = raw.separate(x, 22050, ["vn"], rest=True)
+    assert rel_rms(alone["vn"] + alone["rest"], x) < 1e-2
+    api = cusep.separate(x, 22050, "vn", model=short_model_dir, device="cpu", rest=True)
+    assert list(api) == ["vn", "rest"]
+
+
+def test_mix_floor_blends_towards_the_mixture_and_keeps_the_sum(short_model_dir, make_signal):
+    x = make_signal(11025, 1.5, 1, seed=12)
+    plain = short_sep(short_model_dir).separate(x, 11025, ["vn", "vc"])
+    floored = short_sep(short_model_dir, mix_floor=0.4).separate(x, 11025, ["vn", "vc"])
+    for code in ("vn", "vc"):
+        assert rel_rms(floored[code], 0.6 * plain[code] + 0.4 * x / 2) < 2e-3
+    assert rel_rms(floored["vn"] + floored["vc"], x) < 1e-3
+    with pytest.raises(CusepError, match="mix-floor"):
+        SeparatorConfig(mix_floor=1.5)

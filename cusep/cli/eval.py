@@ -20,6 +20,7 @@ from ..evaluate import (
     select_pieces,
 )
 from ..progress import progress_bar
+from ..separate import SeparatorConfig
 from . import console
 
 
@@ -31,7 +32,7 @@ def _references(text: str) -> tuple[str, ...]:
 def _run(kind: str, data: Path, model: str | None, protocol: str, out: Path | None,
          reference: str, pes: bool, save_stems: bool, jobs: int, device: str, iterations: int,
          overlap: float, batch_size: int, precision: str, raw: bool, window: float,
-         split: str | None, plots: bool) -> None:
+         split: str | None, plots: bool, mix_floor: float, rest: bool) -> None:
     from .. import report
     from ..checkpoint import resolve_model
 
@@ -42,7 +43,7 @@ def _run(kind: str, data: Path, model: str | None, protocol: str, out: Path | No
     config = EvalConfig(protocol=protocol, references=_references(reference), pes=pes,
                         wiener_iterations=iterations, overlap=overlap, batch_size=batch_size,
                         precision=precision, residual=not raw, window=window,
-                        save_stems=save_stems)
+                        save_stems=save_stems, mix_floor=mix_floor, rest=rest)
     mdir = resolve_model(model)
     pieces, notes = select_pieces(data, split)
     for note in notes:
@@ -136,8 +137,13 @@ def register(app: typer.Typer) -> None:
             jobs: int = typer.Option(1, "--jobs", "-j", help="Worker processes."),
             device: str = typer.Option("auto", "--device", "-d",
                                        help="auto | cpu | cuda | cuda:N."),
-            iterations: int = typer.Option(2, "--wiener-iterations", "--niter",
+            iterations: int = typer.Option(SeparatorConfig.wiener_iterations,
+                                           "--wiener-iterations", "--niter",
                                            help="EM Wiener iterations (0 = soft masks)."),
+            mix_floor: float = typer.Option(SeparatorConfig.mix_floor, "--mix-floor",
+                                            help="Share of the mixture in every stem (0..1)."),
+            rest: bool = typer.Option(False, "--rest", help="Score each instrument separated "
+                                      "alone with a rest stem (partial lists)."),
             overlap: float = typer.Option(0.25, "--overlap",
                                           help="Window overlap (full protocol)."),
             batch_size: int = typer.Option(4, "--batch-size", help="Windows per pass."),
@@ -151,7 +157,8 @@ def register(app: typer.Typer) -> None:
             plots: bool = typer.Option(True, "--plots/--no-plots", help="Write box plots."),
         ) -> None:
             _run(kind, data, model, protocol, out, reference, pes, save_stems, jobs, device,
-                 iterations, overlap, batch_size, precision, raw, window, split, plots)
+                 iterations, overlap, batch_size, precision, raw, window, split, plots,
+                 mix_floor, rest)
 
     make("urmp", "Evaluate a model on URMP (as distributed: piece folders, AuSep_*, 48 kHz).")
     make("synth", "Evaluate a model on pieces rendered by `cusep synth` (URMP layout).")

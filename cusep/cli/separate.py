@@ -16,7 +16,7 @@ from rich.table import Table
 from ..audio import AUDIO_EXTENSIONS, FORMAT_EXTENSIONS, AudioWriter, read_audio
 from ..errors import CusepError
 from ..progress import progress_bar
-from ..separate import Separator, SeparatorConfig, is_auto
+from ..separate import Separator, SeparatorConfig, is_auto, stem_names
 from . import console, fail
 
 
@@ -106,8 +106,14 @@ def register(app: typer.Typer) -> None:
         clip: str = typer.Option("rescale", "--clip-mode", help="rescale | clamp."),
         force: bool = typer.Option(False, "--force", help="Overwrite existing stems."),
         device: str = typer.Option("auto", "--device", "-d", help="auto | cpu | cuda | cuda:N."),
-        iterations: int = typer.Option(2, "--wiener-iterations", "--niter",
+        rest: bool = typer.Option(False, "--rest", help="The instruments are only some of "
+                                  "those playing: also write a 'rest' stem with the others."),
+        iterations: int = typer.Option(SeparatorConfig.wiener_iterations,
+                                       "--wiener-iterations", "--niter",
                                        help="EM Wiener iterations (0 = soft masks only)."),
+        mix_floor: float = typer.Option(SeparatorConfig.mix_floor, "--mix-floor",
+                                        help="Share of the mixture in every stem (0..1): a "
+                                             "safeguard for poor estimates."),
         raw: bool = typer.Option(False, "--raw",
                                  help="Raw masked estimates (stems need not sum to the mix)."),
         overlap: float = typer.Option(0.25, "--overlap", help="Window overlap in [0, 1)."),
@@ -126,12 +132,16 @@ def register(app: typer.Typer) -> None:
                              "or give a video with --boxes boxes.json")
         if overlay is not None and boxes is None:
             raise CusepError("--overlay needs --boxes (the boxes to draw)")
+        if rest and boxes is not None:
+            raise CusepError("--rest is for audio with a partial --instruments list; with "
+                             "--boxes every player gets a stem, so leave --rest out")
         files = collect_inputs(inputs, exclude=out)
         if boxes is not None and len(files) != 1:
             raise CusepError(f"--boxes describes the players of one video, but {len(files)} "
                              "inputs were given; separate one video at a time")
         config = SeparatorConfig(wiener_iterations=iterations, overlap=overlap,
-                                 batch_size=batch_size, precision=precision, residual=not raw)
+                                 batch_size=batch_size, precision=precision, residual=not raw,
+                                 mix_floor=mix_floor)
         sep = Separator(model, device=device, config=config)
         if boxes is not None:
             from .separate_video import separate_players
@@ -146,18 +156,18 @@ def register(app: typer.Typer) -> None:
         else:
             codes = sep.check_instruments(instruments)
             codes_of = {f: codes for f in files}
-            shown = ", ".join(codes)
+            shown = ", ".join(codes) + (" + rest" if rest else "")
         console.print(f"model [bold]{escape(sep.name)}[/] on [bold]{sep.device}[/] "
                       f"({sep.precision}), instruments {shown}, {len(codes_of)} file(s)")
-        plan = {f: output_paths(f, codes_of[f], out, filename, FORMAT_EXTENSIONS[fmt])
-                for f in codes_of}
+        plan = {f: output_paths(f, stem_names(codes_of[f], rest), out, filename,
+                                FORMAT_EXTENSIONS[fmt]) for f in codes_of}
         _check_collisions(plan, filename)
         try:
             out.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise CusepError(f"cannot create output folder '{out}' ({exc.strerror or exc}); "
                              "choose a writable --out") from None
-        outcomes += [_one(sep, f, codes_of[f], paths, fmt, clip, force)
+        outcomes += [_one(sep, f, codes_of[f], paths, fmt, clip, force, rest)
                      for f, paths in plan.items()]
         _summary(outcomes)
         if any(o.status == "failed" for o in outcomes):
@@ -219,7 +229,7 @@ def _check_collisions(plan: dict[Path, dict[str, Path]], template: str) -> None:
 
 
 def _one(sep: Separator, path: Path, codes: tuple[str, ...], paths: dict[str, Path], fmt: str,
-         clip: str, force: bool) -> Outcome:
+         clip: str, force: bool, rest: bool = False) -> Outcome:
     existing = [p for p in paths.values() if p.exists()]
     if existing and not force:
         console.print(f"skip {escape(str(path))}: {escape(str(existing[0]))} exists "
@@ -229,7 +239,7 @@ def _one(sep: Separator, path: Path, codes: tuple[str, ...], paths: dict[str, Pa
     try:
         audio, rate = read_audio(path)
         with file_progress(path.name, audio.shape[-1]) as update:
-            blocks = sep.iter_blocks(audio, rate, codes, progress=update)
+            blocks = sep.iter_blocks(audio, rate, codes, progress=update, rest=rest)
             write_stems(blocks, paths, rate, audio.shape[0], fmt, clip)
     except (CusepError, OSError) as exc:
         detail = str(exc).removeprefix(f"{path}: ")  # audio errors already name the file
@@ -240,7 +250,8 @@ def _one(sep: Separator, path: Path, codes: tuple[str, ...], paths: dict[str, Pa
     console.print(f"[green]ok[/] {escape(str(path))} -> {escape(str(paths[codes[0]].parent))} "
                   f"({duration:.1f} s audio in {seconds:.1f} s, "
                   f"{duration / max(seconds, 1e-9):.0f}x real time)", soft_wrap=True)
-    return Outcome(path, "ok", f"{len(codes)} stem{'s' if len(codes) > 1 else ''}", seconds)
+    n = len(paths)
+    return Outcome(path, "ok", f"{n} stem{'s' if n > 1 else ''}", seconds)
 
 
 @contextmanager

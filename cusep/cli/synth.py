@@ -21,7 +21,8 @@ def register(app: typer.Typer) -> None:
         fonts: str = typer.Option(
             "fluidr3", "--fonts",
             help="Comma list of SoundFonts used in turn per piece: fluidr3, fluidr3mono, "
-                 "musescore, timgm6mb, or .sf2/.sf3 paths.",
+                 "musescore, timgm6mb, .sf2/.sf3 paths, or sample banks of real recorded notes: "
+                 "samples ($CUSEP_SAMPLES) or a folder with a manifest.json.",
         ),
         instruments: str = typer.Option(",".join(CODES), "--instruments",
                                         help="Comma list of instrument codes."),
@@ -48,6 +49,17 @@ def register(app: typer.Typer) -> None:
                  "semitones and resample it back (other samples of the font, notes and timing "
                  "unchanged; 0: off).",
         ),
+        mic_eq: float = typer.Option(
+            0.0, "--mic-eq", help="Microphone colour: a smooth random EQ of up to +-DB dB and "
+                                  "a 40-120 Hz high-pass per player (0: off)."),
+        room: float = typer.Option(
+            0.0, "--room", help="Share of pieces recorded in a mild room (0..1): one room per "
+                                "piece, one position per player, mostly near-dry."),
+        noise_floor: float = typer.Option(
+            0.0, "--noise-floor", help="A noise floor per player about DB dB below its level "
+                                       "(0: off; e.g. 55)."),
+        level_spread: float = typer.Option(
+            0.0, "--level-spread", help="Player levels vary by up to +-DB dB (0: off)."),
         humanise: bool = typer.Option(True, "--humanise/--no-humanise",
                                       help="Tempo drift, timing jitter, dynamics, vibrato."),
         distinct: bool = typer.Option(True, "--distinct/--repeat-instruments",
@@ -80,6 +92,10 @@ def register(app: typer.Typer) -> None:
             max_pieces=max_pieces,
             video=video,
             timbre_shift=timbre_shift,
+            mic_eq_db=mic_eq,
+            room=room,
+            noise_db=noise_floor,
+            level_db=level_spread,
             jobs=jobs,
             resume=resume,
             force=force,

@@ -302,6 +302,11 @@ class MixingConfig:
     rms_level_db: float = -20.0
     eq_db: float = 0.0
     """Timbre augmentation: each source through a random smooth EQ of up to +-eq_db dB."""
+    unlabelled: float = 0.0
+    """Share of items of 2+ sources in which only a random non-empty subset of the sources is
+    named (``present``); the others stay in the mix unnamed, as the *rest* that
+    ``--instruments vn --rest`` leaves over. Their masks are zeroed by label conditioning, so
+    the named masks learn their share of the whole mixture."""
 
     def __post_init__(self) -> None:
         if self.segment < 1:
@@ -318,6 +323,8 @@ class MixingConfig:
             raise CusepError(f"normalise must be 'paper' or 'rms', got '{self.normalise}'.")
         if self.noise_std < 0:
             raise CusepError(f"noise_std must be >= 0, got {self.noise_std}.")
+        if not 0.0 <= self.unlabelled <= 1.0:
+            raise CusepError(f"unlabelled must be in [0, 1], got {self.unlabelled}.")
 
 
 @dataclass
@@ -564,11 +571,24 @@ class MixtureSampler:
         sources.view(-1, length)[rows.to(self.device)] = compact[used.to(self.device)]
         present = torch.zeros(batch_size, n_classes)
         present[torch.arange(batch_size).unsqueeze(1).expand_as(cls)[used], cls[used]] = 1.0
+        if cfg.unlabelled > 0:
+            self._unname(items, present, u)
         if cfg.noise_std > 0:
             noise = torch.randn(batch_size, length, generator=generator, device=generator.device)
             mix = mix + cfg.noise_std * noise.to(self.device)
         crops, players = self._crops(items) if self.visual is not None else (None, None)
         return Batch(mix, sources, present.to(self.device), n_sources, crops, players)
+
+    def _unname(self, items: list[list[tuple[int, int, int]]], present: torch.Tensor,
+                u: _Uniforms) -> None:
+        """Unname all but a random non-empty subset of the sources of ``unlabelled`` of the
+        items (present (B, K) is changed in place)."""
+        for b, item in enumerate(items):
+            if len(item) < 2 or u() >= self.config.unlabelled:
+                continue
+            keep = 1 + u.integer(len(item) - 1)
+            for i in u.choose(len(item), len(item) - keep):
+                present[b, item[i][0]] = 0.0
 
     def _crops(self, items: list[list[tuple[int, int, int]]]) -> tuple[torch.Tensor, torch.Tensor]:
         """The players of every chosen source at its segment's frame times -> crops uint8

@@ -33,6 +33,8 @@ import numpy as np
 
 from ..errors import CusepError
 from ..instruments import BY_CODE, CODES, parse_instruments
+from .recording import RecordingConfig, apply_recording
+from .sampler import BANK_RATE, bank_summary, check_bank, render_part, resolve_bank
 from .scores import (
     DEFAULT_QPM,
     DEFAULT_SOURCES,
@@ -83,7 +85,9 @@ _RUN_FIELDS = ("jobs", "resume", "force")  # options that do not change the outp
 class SynthConfig:
     """All options of ``cusep synth``.
 
-    ``fonts`` are names of :data:`FONTS` or paths to .sf2/.sf3 files, used in turn per piece.
+    ``fonts`` are names of :data:`FONTS`, paths to .sf2/.sf3 files, or sample banks of real
+    recorded notes (``samples`` = ``$CUSEP_SAMPLES``, or a folder with a manifest.json, played
+    by :mod:`.sampler`), used in turn per piece.
     ``reverb`` is the probability that a piece gets (identical per stem) reverb.
     ``max_pieces`` (0: no limit) stops the set early, whatever ``minutes_per_instrument`` says.
     ``video`` also renders ``Vid_<piece>.mp4`` + ``boxes.json`` per piece (:mod:`.synth_video`).
@@ -92,6 +96,8 @@ class SynthConfig:
     resampled back to its true pitch and timing. The font then plays each note from other
     samples (other key zones, each moved by its own resampling), with stretched envelopes and
     vibrato; a font with one sample per instrument sounds almost unchanged.
+    ``mic_eq_db``, ``room``, ``noise_db``, ``level_db``: recording effects per player
+    (:class:`~cusep.data.recording.RecordingConfig`; all 0: off, and the render is unchanged).
     """
 
     split: str = "train"
@@ -110,6 +116,10 @@ class SynthConfig:
     max_pieces: int = 0
     video: bool = False
     timbre_shift: int = 0
+    mic_eq_db: float = 0.0
+    room: float = 0.0
+    noise_db: float = 0.0
+    level_db: float = 0.0
     jobs: int = 1
     resume: bool = False
     force: bool = False
@@ -145,7 +155,11 @@ class PiecePlan:
 
 
 def resolve_font(spec: str) -> Path:
-    """The file of a font name (fluidr3, fluidr3mono, musescore, timgm6mb) or .sf2/.sf3 path."""
+    """The file of a font name (fluidr3, fluidr3mono, musescore, timgm6mb) or .sf2/.sf3 path,
+    or the folder of a sample bank (``samples`` or a folder with a manifest.json)."""
+    bank = resolve_bank(spec)
+    if bank is not None:
+        return bank
     key = spec.strip().lower()
     if key in FONTS:
         candidates, package = FONTS[key]
@@ -162,24 +176,26 @@ def resolve_font(spec: str) -> Path:
             raise CusepError(f"SoundFont file {p} does not exist; give an existing .sf2/.sf3 file.")
         return p
     raise CusepError(
-        f"unknown SoundFont '{spec}'; use one of {', '.join(FONTS)} or a path to a .sf2/.sf3 file."
+        f"unknown SoundFont '{spec}'; use one of {', '.join(FONTS)}, samples, a path to a "
+        ".sf2/.sf3 file or a sample-bank folder."
     )
 
 
 def check_requirements(fonts: Sequence[str]) -> dict[str, Path]:
-    """Check fluidsynth, music21 and the fonts; return font name -> file. Raises CusepError."""
-    if shutil.which("fluidsynth") is None:
-        raise CusepError(f"fluidsynth is not installed; install it: {INSTALL_COMMAND}")
+    """Check fluidsynth (for SoundFonts), music21 and the fonts; return font name -> file (a
+    sample bank: its folder). Raises CusepError."""
     if not fonts:
-        raise CusepError(f"no SoundFont given; use one of {', '.join(FONTS)}.")
+        raise CusepError(f"no SoundFont given; use one of {', '.join(FONTS)} or samples.")
     resolved = {f: resolve_font(f) for f in fonts}
+    if any(not p.is_dir() for p in resolved.values()) and shutil.which("fluidsynth") is None:
+        raise CusepError(f"fluidsynth is not installed; install it: {INSTALL_COMMAND}")
     require_music21()
     return resolved
 
 
 def _font_label(spec: str) -> str:
     key = spec.strip().lower()
-    return key if key in FONTS else Path(spec).name
+    return key if key in FONTS or key == "samples" else Path(spec).name
 
 
 # --------------------------------------------------------------------------- planning
@@ -211,6 +227,12 @@ def _validate(config: SynthConfig) -> SynthConfig:
         raise CusepError("--jobs must be at least 1.")
     if not 0 <= config.timbre_shift <= 12:
         raise CusepError("--timbre-shift is a number of semitones: give a value in 0..12.")
+    if not 0 <= config.room <= 1:
+        raise CusepError("--room is a probability per piece: give a value in 0..1.")
+    for name, value, top in (("--mic-eq", config.mic_eq_db, 24), ("--noise-floor",
+                             config.noise_db, 120), ("--level-spread", config.level_db, 24)):
+        if not 0 <= value <= top:
+            raise CusepError(f"{name} is in dB: give a value in 0..{top} (0: off).")
     unknown = [s for s in config.sources if s not in SOURCES]
     if unknown or not config.sources:
         raise CusepError(f"unknown source '{unknown[0] if unknown else ''}'; "
@@ -592,11 +614,13 @@ def _fluidsynth(midi: Path, wav: Path, font: Path, reverb: dict | None) -> np.nd
     return x.mean(axis=1)
 
 
-def _resample(x: np.ndarray, rate: int, stretch: float = 1.0) -> np.ndarray:
-    """Resample from RENDER_RATE to ``rate``; ``stretch`` > 1 also slows down (and lowers) x."""
+def _resample(x: np.ndarray, rate: int, stretch: float = 1.0,
+              source_rate: int = RENDER_RATE) -> np.ndarray:
+    """Resample from ``source_rate`` to ``rate``; ``stretch`` > 1 also slows down (and lowers)
+    x."""
     from scipy.signal import resample_poly
 
-    ratio = Fraction(rate, RENDER_RATE) * Fraction(stretch).limit_denominator(2000)
+    ratio = Fraction(rate, source_rate) * Fraction(stretch).limit_denominator(2000)
     if ratio == 1:
         return x
     return resample_poly(x, ratio.numerator, ratio.denominator)
@@ -616,9 +640,16 @@ def _shifted(events: list[tuple[float, int, tuple]], semitones: int
     return out
 
 
+def recording_config(config: SynthConfig) -> RecordingConfig:
+    """The recording effects of a synth config."""
+    return RecordingConfig(config.mic_eq_db, config.room, config.noise_db, config.level_db)
+
+
 def render_piece(plan: PiecePlan, notes: dict[int, list[Note]], config: SynthConfig,
                  font: Path, out_dir: Path) -> dict:
-    """Render one planned piece into ``out_dir/plan.name`` (atomically); return its record."""
+    """Render one planned piece into ``out_dir/plan.name`` (atomically); return its record.
+
+    ``font``: a SoundFont file (FluidSynth) or a sample bank's folder (:mod:`.sampler`)."""
     import soundfile as sf
 
     ss = np.random.SeedSequence(plan.seed)
@@ -646,18 +677,27 @@ def render_piece(plan: PiecePlan, notes: dict[int, list[Note]], config: SynthCon
         shutil.rmtree(tmp)
     tmp.mkdir(parents=True)
     stems = []
+    sampled = font.is_dir()
+    # own streams (spawned after the others): SoundFont renders stay those of earlier versions
+    rng_sampler, rng_recording = (np.random.default_rng(s) for s in ss.spawn(2))
     with tempfile.TemporaryDirectory(prefix="cusep-synth-") as work:
         for k, (p, events, fs) in enumerate(zip(plan.players, per_part, timbres, strict=True),
                                             start=1):
-            midi = Path(work) / f"{k}.mid"
             speed = 2.0 ** (fs / 12)
-            _write_midi(midi, _shifted(events, fs), BY_CODE[p.code].program, end_s / speed,
-                        h.reverb["send"] if h.reverb else 0)
-            x = _resample(_fluidsynth(midi, Path(work) / f"{k}.wav", font, h.reverb),
-                          config.sample_rate, stretch=speed)
+            if sampled:
+                x = _resample(render_part(_shifted(events, fs), p.code, font, config.split,
+                                          end_s / speed, rng_sampler),
+                              config.sample_rate, stretch=speed, source_rate=BANK_RATE)
+            else:
+                midi = Path(work) / f"{k}.mid"
+                _write_midi(midi, _shifted(events, fs), BY_CODE[p.code].program, end_s / speed,
+                            h.reverb["send"] if h.reverb else 0)
+                x = _resample(_fluidsynth(midi, Path(work) / f"{k}.wav", font, h.reverb),
+                              config.sample_rate, stretch=speed)
             x = x[:length] if len(x) >= length else np.pad(x, (0, length - len(x)))
             stems.append(x)
-    stack = np.stack(stems)
+    stack, recording = apply_recording(np.stack(stems), config.sample_rate,
+                                       recording_config(config), rng_recording)
     peak = max(float(np.abs(stack.sum(0)).max()), float(np.abs(stack).max()), 1e-9)
     q = np.clip(np.round(stack * (_PEAK / peak) * 32767), -32767, 32767).astype(np.int32)
     mix = q.sum(0)
@@ -682,6 +722,8 @@ def render_piece(plan: PiecePlan, notes: dict[int, list[Note]], config: SynthCon
         ],
         "font": _font_label(plan.font),
         "font_file": font.name,
+        "renderer": "sampler" if sampled else "fluidsynth",
+        "recording": recording,
         "seed": plan.seed,
         "sample_rate": config.sample_rate,
         "duration_s": round(length / config.sample_rate, 4),
@@ -736,6 +778,8 @@ def _prepare_out_dir(out_dir: Path, config: SynthConfig) -> None:
         if config_file.is_file():
             old = json.loads(config_file.read_text())
             old.setdefault("video", False)  # sets rendered before --video existed
+            for key in ("mic_eq_db", "room", "noise_db", "level_db"):  # ... and before these
+                old.setdefault(key, 0.0)
             if old != options:
                 diff = sorted(k for k in options if old.get(k) != options[k])
                 raise CusepError(
@@ -772,7 +816,7 @@ def _card(manifest: dict) -> str:
         "# cusep synthetic chamber-music set",
         "",
         f"Rendered by `cusep synth` from the music21 corpus ({', '.join(cfg['sources'])}) with "
-        "FluidSynth, in the URMP layout (one folder per piece, `AuMix_*` = exact sum of the "
+        "FluidSynth (SoundFonts) or cusep's sampler (sample banks), in the URMP layout (one folder per piece, `AuMix_*` = exact sum of the "
         "`AuSep_*` stems, mono 16-bit wav).",
         "",
         f"- split: **{split}** (splits are disjoint by work: fixed hash of the work's corpus path)",
@@ -785,6 +829,7 @@ def _card(manifest: dict) -> str:
         "- timbre shift per player (rendered transposed, resampled back): "
         + (f"-{cfg['timbre_shift']}..+{cfg['timbre_shift']} semitones"
            if cfg.get("timbre_shift") else "none"),
+        "- recording: " + _recording_line(cfg),
         f"- seed: {cfg['seed']}",
         f"- video: {video}",
         "",
@@ -797,9 +842,41 @@ def _card(manifest: dict) -> str:
         if code in minutes:
             inst = BY_CODE[code]
             lines.append(f"| {inst.name} | {code} | {inst.program} | {minutes[code]:.2f} |")
+    banks = manifest.get("sample_banks") or {}
+    for label, summary in banks.items():
+        lines += ["", f"## Sample bank `{label}` (real recorded notes, {split} notes)", "",
+                  "| code | notes | MIDI range | licences |", "|---|---|---|---|"]
+        for code in CODES:
+            if code in summary:
+                d = summary[code]
+                lines.append(f"| {code} | {d['notes']} | {d['low']}-{d['high']} | "
+                             f"{'; '.join(d['licences'])} |")
     lines += ["", "`manifest.json` lists every piece: source work, excerpt, part -> instrument, "
-              "SoundFont, seed, duration, split, humanisation and reverb settings.", ""]
+              "SoundFont or sample bank, seed, duration, split, humanisation, reverb and "
+              "recording settings.", ""]
     return "\n".join(lines)
+
+
+def _recording_line(cfg: dict) -> str:
+    parts = []
+    if cfg.get("mic_eq_db"):
+        parts.append(f"microphone EQ +-{cfg['mic_eq_db']:g} dB and a 40-120 Hz high-pass "
+                     "per player")
+    if cfg.get("room"):
+        parts.append(f"a room on {cfg['room']:.0%} of pieces (RT60 0.15-0.7 s, DRR 4-18 dB)")
+    if cfg.get("noise_db"):
+        parts.append(f"a noise floor ~{cfg['noise_db']:g} dB below each player")
+    if cfg.get("level_db"):
+        parts.append(f"player levels +-{cfg['level_db']:g} dB")
+    return "; ".join(parts) if parts else "none (dry, as rendered)"
+
+
+def _bank_notes(folder: Path, split: str) -> dict:
+    """Notes, MIDI range and licences per instrument of the bank's notes used by ``split``."""
+    from .sampler import load_bank
+
+    used = {n.file for v in load_bank(str(folder), split).values() for n in v}
+    return bank_summary(folder, used)
 
 
 def render_dataset(out_dir: str | Path, config: SynthConfig, progress: bool = True,
@@ -811,6 +888,9 @@ def render_dataset(out_dir: str | Path, config: SynthConfig, progress: bool = Tr
     """
     config = _validate(config)
     font_files = check_requirements(config.fonts)
+    for path in font_files.values():
+        if path.is_dir():
+            check_bank(path, config.split, config.instruments)
     try:
         import mido  # noqa: F401
     except ImportError:
@@ -863,6 +943,8 @@ def render_dataset(out_dir: str | Path, config: SynthConfig, progress: bool = Tr
         "format": "cusep-synth/1",
         "config": _output_options(config),
         "fonts": {_font_label(f): str(p) for f, p in sorted(font_files.items())},
+        "sample_banks": {_font_label(f): _bank_notes(p, config.split)
+                         for f, p in sorted(font_files.items()) if p.is_dir()},
         "minutes_per_instrument": {c: round(m, 3) for c, m in minutes.items()},
         "pieces": records,
     }
