@@ -816,8 +816,8 @@ def _card(manifest: dict) -> str:
         "# cusep synthetic chamber-music set",
         "",
         f"Rendered by `cusep synth` from the music21 corpus ({', '.join(cfg['sources'])}) with "
-        "FluidSynth (SoundFonts) or cusep's sampler (sample banks), in the URMP layout (one folder per piece, `AuMix_*` = exact sum of the "
-        "`AuSep_*` stems, mono 16-bit wav).",
+        "FluidSynth (SoundFonts) or cusep's sampler (sample banks), in the URMP layout (one "
+        "folder per piece, `AuMix_*` = exact sum of the `AuSep_*` stems, mono 16-bit wav).",
         "",
         f"- split: **{split}** (splits are disjoint by work: fixed hash of the work's corpus path)",
         f"- pieces: {len(manifest['pieces'])} from {works} works, {total:.1f} minutes of mix",
