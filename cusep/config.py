@@ -14,7 +14,7 @@ from .data.mixing import MixingConfig
 from .detect import DetectorConfig
 from .errors import CusepError
 from .model import ModelConfig
-from .serial import optional_dataclass
+from .serial import optional_dataclass, type_error
 from .spectral import SpectralConfig
 
 
@@ -30,6 +30,14 @@ class DataConfig:
     frame_step: float = 0.4
     """Visual models: seconds between the cached player crops (read once at load time; uint8,
     3 * S * S bytes per player per step: about 1.35 GB per player-hour at S = 224, 0.4 s)."""
+
+    def __post_init__(self) -> None:
+        if self.layout not in ("urmp", "solos"):
+            raise ValueError(f"layout must be urmp or solos, got {self.layout!r}")
+        if not 0.0 < self.valid_fraction < 1.0:
+            raise ValueError(f"valid_fraction must be in (0, 1), got {self.valid_fraction}")
+        if not self.frame_step > 0:
+            raise ValueError(f"frame_step must be positive, got {self.frame_step}")
 
 
 @dataclass(frozen=True)
@@ -54,6 +62,27 @@ class OptimConfig:
     valid_items: int = 256
     checkpoint_every: int = 500
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        positive = {"lr": self.lr, "grad_clip": self.grad_clip,
+                    "bce_pos_weight": self.bce_pos_weight}
+        at_least_one = {"batch_size": self.batch_size, "max_steps": self.max_steps,
+                        "valid_every": self.valid_every, "valid_items": self.valid_items,
+                        "checkpoint_every": self.checkpoint_every,
+                        "plateau_patience": self.plateau_patience,
+                        "curriculum_patience": self.curriculum_patience}
+        for name, value in positive.items():
+            if not value > 0:
+                raise ValueError(f"{name} must be positive, got {value}")
+        for name, value in at_least_one.items():
+            if value < 1:
+                raise ValueError(f"{name} must be at least 1, got {value}")
+        if self.weight_decay < 0 or self.max_minutes < 0:
+            raise ValueError("weight_decay and max_minutes must be 0 or more")
+        if not 0.0 < self.plateau_factor <= 1.0:
+            raise ValueError(f"plateau_factor must be in (0, 1], got {self.plateau_factor}")
+        if self.loss not in ("l2", "bce", "mag-l1"):
+            raise ValueError(f"loss must be l2, bce or mag-l1, got {self.loss!r}")
 
 
 @dataclass(frozen=True)
@@ -160,6 +189,8 @@ def _build(cls: type, data: dict[str, Any], where: str) -> Any:
             if not isinstance(value, dict):
                 raise CusepError(f"setting {where}{key} must be a section")
             kwargs[key] = _build(nested, value, f"{where}{key}.")
+        elif nested is None and (err := type_error(value, hint)) is not None:
+            raise CusepError(f"setting {where}{key} {err}")
         elif typing.get_origin(hint) is tuple and isinstance(value, list):
             kwargs[key] = tuple(value)
         elif hint is float and isinstance(value, int):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import warnings
 from pathlib import Path
 
 import torch
@@ -19,10 +20,22 @@ from .train import load_weights, read_run_config
 
 
 def read_metrics_log(run_dir: Path) -> list[dict]:
+    """The validation records of a run. A partial last line (what a kill leaves) is skipped
+    with a warning; a broken line before it is an error."""
     path = Path(run_dir) / "metrics.jsonl"
     if not path.exists():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    lines = [line for line in path.read_text(errors="replace").splitlines() if line.strip()]
+    records = []
+    for i, line in enumerate(lines):
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            if i < len(lines) - 1:
+                raise CusepError(f"{path} line {i + 1} is not JSON; repair or remove it") from None
+            warnings.warn(f"{path}: skipped a partial last line (an interrupted write)",
+                          stacklevel=2)
+    return records
 
 
 def export_run(run_dir: Path, model_dir: Path, weights: str = "best",

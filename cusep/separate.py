@@ -31,6 +31,7 @@ from .visual import FrameProvider
 from .wiener import wiener
 
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
+MAX_WIENER_ITERATIONS = 20  # each costs a full EM pass; more than a few never helped
 Progress = Callable[[int, int], None]
 
 
@@ -49,8 +50,9 @@ class SeparatorConfig:
     stems), so a poor estimate leans towards the mixture and the stems still sum to it."""
 
     def __post_init__(self) -> None:
-        if self.wiener_iterations < 0:
-            raise CusepError("--wiener-iterations must be 0 or more")
+        if not 0 <= self.wiener_iterations <= MAX_WIENER_ITERATIONS:
+            raise CusepError(f"--wiener-iterations must be in 0..{MAX_WIENER_ITERATIONS} "
+                             f"(got {self.wiener_iterations}); 0 = soft masks")
         if not 0.0 <= self.overlap < 1.0:
             raise CusepError("--overlap must be in [0, 1)")
         if self.batch_size < 1:

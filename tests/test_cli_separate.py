@@ -473,3 +473,30 @@ def test_rest_writes_two_stems_that_sum_to_the_input(cli, tmp_path, track, short
     rest, _ = sf.read(out / "a" / "rest.wav", dtype="float32")
     assert np.abs(vn + rest - x).max() < 1e-3 * np.abs(x).max()
     assert np.abs(rest).max() > 1e-3 and np.abs(vn).max() > 1e-3
+
+
+@pytest.mark.parametrize(("template", "fmt", "needle"), [
+    ("../../x_{stem}.{ext}", "wav16", "outside the output folder"),
+    ("/tmp/cusep-abs-{stem}.{ext}", "wav16", "outside the output folder"),
+    ("{track}/{stem}.wav", "flac", "end the template with .{ext}"),
+    ("", "wav16", "--filename is empty"),
+    ("{track}/" + "x" * 250 + "{stem}.{ext}", "wav16", "at most 240"),
+])
+def test_filename_that_escapes_or_lies_is_refused(cli, tmp_path, track, short_model_dir,
+                                                  template, fmt, needle):
+    out = tmp_path / "deep" / "out"
+    code, out_text, err = cli(track, "-i", "vn,vc", "-m", short_model_dir, "-o", out,
+                              "--filename", template, "-f", fmt)
+    assert_one_clear_error(code, out_text, err, needle)
+    assert files_under(tmp_path) == [track]
+    assert not Path("/tmp/cusep-abs-vn.wav").exists()
+
+
+def test_input_named_dot_dot_stays_inside_out(cli, tmp_path, short_model_dir, make_signal):
+    src = tmp_path / "in" / "...wav"  # its stem is '..'
+    src.parent.mkdir()
+    sf.write(src, make_signal(11025, 1.0).T, 11025, format="WAV")
+    out = tmp_path / "in" / "out"
+    code, out_text, err = cli(src, "-i", "vn,vc", "-m", short_model_dir, "-o", out)
+    assert_one_clear_error(code, out_text, err, "outside the output folder")
+    assert files_under(tmp_path) == [src]

@@ -234,6 +234,7 @@ def test_precision_fp32_auto_and_bf16_give_close_masks(tiny_model_dir, make_sign
 
 @pytest.mark.parametrize(("field", "value", "match"), [
     ("wiener_iterations", -1, "--wiener-iterations"),
+    ("wiener_iterations", 100000, "must be in 0..20"),
     ("overlap", 1.0, "--overlap"),
     ("overlap", -0.1, "--overlap"),
     ("batch_size", 0, "--batch-size"),

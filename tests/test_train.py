@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -145,3 +146,33 @@ def test_overrides_are_checked() -> None:
     cfg = build_config("exp09", ["optim.lr=3e-4", "model.spectral.freq_scale=log"])
     assert cfg.optim.lr == 3e-4 and cfg.model.spectral.freq_scale == "log"
     assert cfg.model.conditioning == "film-encoder"
+
+
+@pytest.mark.parametrize(("override", "message"), [
+    ("optim.lr=abc", "optim.lr must be a number"),
+    ("optim.lr=-1", "lr must be positive"),
+    ("optim.batch_size=0", "batch_size must be at least 1"),
+    ("optim.valid_items=0", "valid_items must be at least 1"),
+    ("optim.max_steps=abc", "optim.max_steps must be a whole number"),
+    ("optim.max_steps=-5", "max_steps must be at least 1"),
+    ("optim.seed=1.5", "optim.seed must be a whole number"),
+    ("model.instruments=vn", "model.instruments must be a list"),
+    ('data.layout="bogus"', "data.layout must be one of 'urmp', 'solos'"),
+    ("mixing.gain_db=[1, 2, 3]", "mixing.gain_db must be a list of 2 values"),
+    ("mixing.unlabelled=2", "unlabelled must be in"),
+])
+def test_overrides_of_the_wrong_type_or_range_are_one_line(override: str, message: str) -> None:
+    with pytest.raises(CusepError, match=re.escape(message)):
+        build_config("cusep-label", [override])
+
+
+def test_metrics_log_with_a_partial_last_line_is_read_with_a_warning(tmp_path: Path) -> None:
+    from cusep.export import read_metrics_log
+
+    good = json.dumps({"step": 1, "valid_loss": 0.5})
+    (tmp_path / "metrics.jsonl").write_text(good + "\n" + '{"step": 2, "valid_lo')
+    with pytest.warns(UserWarning, match="partial last line"):
+        assert read_metrics_log(tmp_path) == [{"step": 1, "valid_loss": 0.5}]
+    (tmp_path / "metrics.jsonl").write_text('{"step": 2, "valid_lo\n' + good + "\n")
+    with pytest.raises(CusepError, match="line 1 is not JSON"):
+        read_metrics_log(tmp_path)

@@ -74,12 +74,31 @@ def collect_inputs(inputs: list[Path], exclude: Path | None = None) -> list[Path
 
 def output_paths(path: Path, codes: tuple[str, ...], out: Path, template: str,
                  ext: str) -> dict[str, Path]:
-    """Where each stem of ``path`` goes, from the ``--filename`` template."""
+    """Where each stem of ``path`` goes, from the ``--filename`` template: relative paths that
+    stay inside ``out``, with the format's extension and names the file system can hold."""
+    if not template.strip():
+        raise CusepError("--filename is empty; give a template such as '{track}/{stem}.{ext}'")
     try:
-        return {c: out / template.format(track=path.stem, stem=c, ext=ext) for c in codes}
+        paths = {c: Path(template.format(track=path.stem, stem=c, ext=ext)) for c in codes}
     except (KeyError, IndexError, ValueError) as exc:
         raise CusepError(f"bad --filename template '{template}' ({exc}); "
                          "use the fields {track}, {stem} and {ext}") from None
+    root = out.resolve()
+    for rel in paths.values():
+        target = (out / rel).resolve()
+        if rel.is_absolute() or ".." in rel.parts or not target.is_relative_to(root) \
+                or target == root:
+            raise CusepError(f"'{path}' would write '{rel}', outside the output folder '{out}'; "
+                             "use a relative --filename without '..' (or rename the input)")
+        if rel.suffix.lower() != f".{ext}":
+            raise CusepError(f"--filename '{template}' gives '{rel.name}', but this --format "
+                             f"writes .{ext} files; end the template with .{{ext}}")
+        long = [p for p in rel.parts if len(p.encode()) > 240]
+        if long:
+            raise CusepError(f"--filename '{template}' makes a name of {len(long[0].encode())} "
+                             "bytes for "
+                             f"'{path.name}' (at most 240); use a shorter template or input name")
+    return {c: out / rel for c, rel in paths.items()}
 
 
 def register(app: typer.Typer) -> None:
