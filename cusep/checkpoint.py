@@ -51,7 +51,7 @@ MODEL_FILES = (CONFIG_FILE, WEIGHTS_FILE, CARD_FILE)
 REGISTRY_FILE = "registry.json"
 KIND = "separator"
 DETECTOR_KIND = "detector"
-METADATA_KEYS = ("cusep_version", "kind", "training", "metrics")
+METADATA_KEYS = ("cusep_version", "kind", "training", "metrics", "weights_sha256")
 
 _COMMIT = re.compile(r"[0-9a-f]{40}")
 _REPO_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
@@ -158,7 +158,7 @@ def save_model_dir(
         "training": dict(training or {}),
         "metrics": dict(metrics or {}),
     }
-    config_text = json.dumps(meta, indent=2) + "\n"  # fails before anything is written
+    json.dumps(meta)  # not serialisable: fails before anything is written
     card_text = card if card is not None else default_card(meta)
 
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -166,7 +166,8 @@ def save_model_dir(
     try:
         tmp.chmod(0o755)
         save_file(state, str(tmp / WEIGHTS_FILE), metadata={"format": "pt"})
-        (tmp / CONFIG_FILE).write_text(config_text, encoding="utf-8")
+        meta["weights_sha256"] = sha256_file(tmp / WEIGHTS_FILE)  # checked on every load
+        (tmp / CONFIG_FILE).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
         (tmp / CARD_FILE).write_text(card_text, encoding="utf-8")
         for name in (WEIGHTS_FILE, CONFIG_FILE, CARD_FILE):
             (tmp / name).chmod(0o644)
@@ -384,9 +385,10 @@ def _read_model_dir(path: Path, expected_sha: str | None) -> ModelDir:
     if not isinstance(config, dict):
         raise CusepError(f"{path / CONFIG_FILE} must hold a JSON object; re-export the model")
     sha = sha256_file(path / WEIGHTS_FILE)
-    if expected_sha is not None and sha != expected_sha.lower():
-        raise CusepError(f"corrupt weights: sha256 of {path / WEIGHTS_FILE} is {sha}, expected "
-                         f"{expected_sha}; delete and re-download / re-export")
+    for expected in (expected_sha, config.get("weights_sha256")):
+        if isinstance(expected, str) and sha != expected.lower():
+            raise CusepError(f"corrupt weights: sha256 of {path / WEIGHTS_FILE} is {sha}, "
+                             f"expected {expected}; delete and re-download / re-export")
     card_path = path / CARD_FILE
     card = card_path.read_text(encoding="utf-8") if card_path.is_file() else ""
     return ModelDir(path=path, config=config, card=card, sha256=sha)

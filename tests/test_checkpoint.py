@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -305,3 +306,27 @@ def test_list_models_and_cli(tmp_path, saved, hub_cache):
     result = runner.invoke(app, ["models", "list", "--registry", str(registry), "--json"])
     assert result.exit_code == 0
     assert {row["name"] for row in json.loads(result.output)} == set(rows)
+
+
+def test_model_dir_weights_are_verified_against_the_stored_checksum(saved):
+    path, _ = saved
+    config = json.loads((path / "config.json").read_text())
+    assert config["weights_sha256"] == sha256_file(path / "model.safetensors")
+    data = bytearray((path / "model.safetensors").read_bytes())
+    data[-3] ^= 0xFF  # one flipped byte inside a tensor: loads, but is not what was exported
+    (path / "model.safetensors").write_bytes(bytes(data))
+    with pytest.raises(CusepError, match="corrupt weights"):
+        load_model(path)
+
+
+@pytest.mark.parametrize(("key", "value", "needle"), [
+    ("channels", "abc", "'channels' must be a list"),
+    ("dropout", "x", "'dropout' must be a number"),
+    ("conditioning", 3, "is not a valid cusep model config"),
+])
+def test_config_with_nonsense_values_is_one_line(saved, key, value, needle):
+    path, _ = saved
+    config = json.loads((path / "config.json").read_text())
+    (path / "config.json").write_text(json.dumps({**config, key: value}))
+    with pytest.raises(CusepError, match=re.escape(needle)):
+        load_model(path)
