@@ -487,19 +487,35 @@ class AudioWriter:
                              "nothing was written (check the input and model output)")
         if b.size:
             self.peak = max(self.peak, float(np.abs(b).max()))
-        self._file.write(b.T)
+        try:
+            self._file.write(b.T)
+        except (sf.SoundFileError, RuntimeError, OSError) as e:
+            raise CusepError(f"{self.path}: cannot write ({e}); free some disk space or "
+                             "choose another output folder") from None
         self.frames += b.shape[-1]
 
-    def finish(self) -> None:
-        """Convert to the final format and rename into place."""
+    @property
+    def holds_any_level(self) -> bool:
+        """True for float formats, which keep samples above full scale as they are."""
+        return _FORMATS[self.fmt][2] is None
+
+    def finish(self, peak: float | None = None) -> float:
+        """Convert to the final format and rename into place -> the factor applied.
+
+        With ``clip="rescale"`` an integer format is divided by ``peak`` (default: this
+        signal's own) when it exceeds full scale; pass the common peak of signals that must keep
+        their sum (the stems of one track). Float formats are never rescaled."""
         self._file.close()
         if self.frames == 0:
             self.abort()
             raise CusepError(f"{self.path}: refusing to write zero-length audio; "
                              "check the input signal")
         container, subtype, bits = _FORMATS[self.fmt]
-        scale = 1.0 / self.peak if self.clip == "rescale" and self.peak > 1.0 else 1.0
-        clip = "none" if self.clip == "none" else "clamp"
+        peak = self.peak if peak is None else peak
+        rescale = self.clip == "rescale" and peak > 1.0 and not self.holds_any_level
+        scale = 1.0 / peak if rescale else 1.0
+        keep = self.clip == "none" or (self.clip == "rescale" and self.holds_any_level)
+        clip = "none" if keep else "clamp"
         try:
             with open(self._final, "xb") as f:
                 with sf.SoundFile(f, "w", self.rate, self.channels, subtype, None,
@@ -510,6 +526,7 @@ class AudioWriter:
                 f.flush()
                 os.fsync(f.fileno())
             os.replace(self._final, self.path)
+            return scale
         except OSError as e:
             raise CusepError(f"{self.path}: cannot write ({e.strerror or e}); choose a "
                              "writable output folder with free space") from e

@@ -500,3 +500,37 @@ def test_input_named_dot_dot_stays_inside_out(cli, tmp_path, short_model_dir, ma
     code, out_text, err = cli(src, "-i", "vn,vc", "-m", short_model_dir, "-o", out)
     assert_one_clear_error(code, out_text, err, "outside the output folder")
     assert files_under(tmp_path) == [src]
+
+
+@pytest.mark.parametrize(("fmt", "rescaled"), [("wav16", True), ("float32", False)])
+def test_rescale_is_one_factor_for_all_stems_and_only_when_needed(cli, tmp_path, short_model_dir,
+                                                                   make_signal, fmt, rescaled):
+    src = tmp_path / "loud.wav"
+    x = make_signal(11025, 1.5) * 4.0 / np.abs(make_signal(11025, 1.5)).max()  # peaks at 4
+    sf.write(src, x.T, 11025, subtype="FLOAT")
+    out = tmp_path / "out"
+    code, _, err = cli(src, "-i", "vn,vc", "-m", short_model_dir, "-o", out, "-f", fmt)
+    assert code == 0, err
+    vn, _ = sf.read(out / "loud" / "vn.wav", dtype="float32", always_2d=True)
+    vc, _ = sf.read(out / "loud" / "vc.wav", dtype="float32", always_2d=True)
+    total = (vn + vc).T
+    factor = np.sum(total * x) / np.sum(x * x)  # the sum is the input times one factor
+    assert np.abs(total - factor * x).max() < 2e-3 * np.abs(x).max()
+    if rescaled:
+        assert max(np.abs(vn).max(), np.abs(vc).max()) <= 1.0 and factor < 0.9
+        assert "all divided by" in err
+    else:
+        assert abs(factor - 1.0) < 1e-3 and "divided" not in err
+
+
+def test_disk_full_while_writing_is_one_line_and_leaves_nothing(cli, tmp_path, track,
+                                                               short_model_dir, monkeypatch):
+    def full(self, data):
+        raise sf.LibsndfileError(0, "Error writing: No space left on device")
+
+    monkeypatch.setattr(sf.SoundFile, "write", full)
+    out = tmp_path / "out"
+    code, out_text, err = cli(track, "-i", "vn,vc", "-m", short_model_dir, "-o", out)
+    assert code == 1 and "Traceback" not in err
+    assert "free some disk space" in err
+    assert [p for p in files_under(out) if p.is_file()] == []

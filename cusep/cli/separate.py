@@ -259,13 +259,18 @@ def _one(sep: Separator, path: Path, codes: tuple[str, ...], paths: dict[str, Pa
         audio, rate = read_audio(path)
         with file_progress(path.name, audio.shape[-1]) as update:
             blocks = sep.iter_blocks(audio, rate, codes, progress=update, rest=rest)
-            write_stems(blocks, paths, rate, audio.shape[0], fmt, clip)
+            scale = write_stems(blocks, paths, rate, audio.shape[0], fmt, clip)
     except (CusepError, OSError) as exc:
         detail = str(exc).removeprefix(f"{path}: ")  # audio errors already name the file
         fail(f"{path}: {detail}")
         return Outcome(path, "failed", detail, time.perf_counter() - start)
     seconds = time.perf_counter() - start
     duration = audio.shape[-1] / rate
+    if scale != 1.0:
+        console.print(f"[yellow]note:[/] stems of {escape(str(path))} exceed full scale (peak "
+                      f"{1 / scale:.2f}): all divided by {1 / scale:.2f}, so they still sum to "
+                      "the input at that level; --format float32 keeps the levels",
+                      soft_wrap=True)
     console.print(f"[green]ok[/] {escape(str(path))} -> {escape(str(paths[codes[0]].parent))} "
                   f"({duration:.1f} s audio in {seconds:.1f} s, "
                   f"{duration / max(seconds, 1e-9):.0f}x real time)", soft_wrap=True)
@@ -284,9 +289,13 @@ def file_progress(name: str, total: int) -> Iterator[Callable[[int, int], None]]
 
 
 def write_stems(blocks: Iterator[np.ndarray], paths: dict[str, Path], rate: int,
-                 channels: int, fmt: str, clip: str) -> None:
+                channels: int, fmt: str, clip: str) -> float:
     """Stream the separator's blocks (K, channels, n) into one atomic writer per stem; if
-    anything fails, no temp file remains and the stems this call created are removed."""
+    anything fails, no temp file remains and the stems this call created are removed.
+
+    Returns the factor every stem was divided by (1.0: none): with ``clip="rescale"``, stems
+    that exceed full scale in an integer format are all divided by their common peak, so they
+    still sum to the input, scaled."""
     writers: list[AudioWriter] = []
     created: list[Path] = []
     try:
@@ -295,11 +304,14 @@ def write_stems(blocks: Iterator[np.ndarray], paths: dict[str, Path], rate: int,
         for block in blocks:
             for writer, stem in zip(writers, block, strict=True):
                 writer.write(stem)
+        peak = max((w.peak for w in writers), default=0.0)
+        scale = 1.0
         for writer in writers:
             is_new = not writer.path.exists()
-            writer.finish()
+            scale = writer.finish(peak=peak)
             if is_new:
                 created.append(writer.path)
+        return scale
     except BaseException:
         for writer in writers:
             writer.abort()
