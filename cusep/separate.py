@@ -31,6 +31,7 @@ from .visual import FrameProvider
 from .wiener import wiener
 
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
+MIN_RATE, MAX_RATE = 1000, 768000  # the input sample rates cusep takes
 MAX_WIENER_ITERATIONS = 20  # each costs a full EM pass; more than a few never helped
 Progress = Callable[[int, int], None]
 
@@ -366,8 +367,9 @@ def _check_signal(audio: np.ndarray, sample_rate: int, n_fft: int, model_rate: i
         a = a[None]
     if a.ndim != 2:
         raise CusepError(f"audio must be (channels, samples) or (samples,), got shape {a.shape}")
-    if sample_rate <= 0:
-        raise CusepError(f"invalid sample rate {sample_rate}")
+    if not MIN_RATE <= sample_rate <= MAX_RATE:
+        raise CusepError(f"sample rate {sample_rate} Hz is outside {MIN_RATE}..{MAX_RATE} Hz; "
+                         "resample the recording (or fix its header)")
     if a.shape[-1] == 0:
         raise CusepError("the audio is empty (zero samples); give a recording with sound")
     if a.shape[0] > a.shape[1] and a.shape[1] <= 8:

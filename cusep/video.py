@@ -363,6 +363,9 @@ def load_boxes(path: str | Path, width: int, height: int) -> tuple[Player, ...]:
         raise CusepError(f"{path}: is empty; give a list of players with boxes")
     try:
         data = json.loads(text)
+    except RecursionError:
+        raise CusepError(f"{path}: is nested too deeply to be a boxes.json; give a list of "
+                         "players with boxes") from None
     except json.JSONDecodeError as e:
         raise CusepError(
             f"{path}: invalid JSON at line {e.lineno}, column {e.colno} ({e.msg}); fix the syntax"

@@ -132,6 +132,9 @@ def test_bad_video_inputs(cli, tmp_path, duet, tiny_model_dir):
         (["separate", duet["path"], "--boxes", tmp_path / "missing.json"], "missing.json"),
         (["separate", duet["path"], "--boxes", boxes, "-i", "va,vc"], "agree"),
         (["separate", duet["path"], "--boxes", boxes, "--overlay", duet["path"]], "overwrite"),
+        (["separate", duet["path"], "--boxes", boxes, "--overlay", tmp_path / "o.wav"],
+         "not a video file name"),
+        (["separate", duet["path"], "-i", "vn", "--rest", "--boxes", boxes], "--rest"),
     ]
     for args, needle in cases:
         code, out, err = cli(*args, "-m", tiny_model_dir, "-o", tmp_path / "out", "-d", "cpu")

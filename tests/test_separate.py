@@ -232,6 +232,11 @@ def test_precision_fp32_auto_and_bf16_give_close_masks(tiny_model_dir, make_sign
         assert rel_rms(bf16[code], ref[code]) < 2e-2
 
 
+def test_sample_rate_outside_the_range_is_refused(short_model_dir):
+    with pytest.raises(CusepError, match=r"sample rate 1 Hz is outside 1000\.\.768000 Hz"):
+        short_sep(short_model_dir).separate(np.zeros((1, 50000), np.float32), 1, ["vn"])
+
+
 @pytest.mark.parametrize(("field", "value", "match"), [
     ("wiener_iterations", -1, "--wiener-iterations"),
     ("wiener_iterations", 100000, "must be in 0..20"),

@@ -347,6 +347,9 @@ def test_load_boxes(tmp_path):
     path.write_text("  \n")
     with pytest.raises(CusepError, match=r"boxes\.json: is empty"):
         load_boxes(path, W, H)
+    path.write_text("[" * 100000 + "]" * 100000)
+    with pytest.raises(CusepError, match=r"boxes\.json: is nested too deeply"):
+        load_boxes(path, W, H)
 
 
 # ----------------------------------------------------------------------------- overlay

@@ -29,12 +29,18 @@ METHODS = {
 }
 
 
+OVERLAY_EXTENSIONS = (".mp4", ".mkv", ".mov")
+
+
 def separate_players(sep: Separator, path: Path, boxes: Path,
                      instruments: str | Sequence[str] | None, detector: str | None,
                      overlay: Path | None, output: Output) -> None:
     """Separate one video into one stem per player, print the assignment, write the stems (and
     the overlay video). Raises CusepError before anything is written when the input is bad."""
     start = time.perf_counter()
+    if overlay is not None and overlay.suffix.lower() not in OVERLAY_EXTENSIONS:
+        raise CusepError(f"--overlay {overlay} is not a video file name; end it with "
+                         f"{', '.join(OVERLAY_EXTENSIONS)}")
     video = open_video(path, boxes)
     if overlay is not None and overlay.resolve() == path.resolve():
         raise CusepError(f"--overlay {overlay} would overwrite the input video; choose "
