@@ -11,12 +11,10 @@ import json
 import warnings
 from pathlib import Path
 
-import torch
-
 from . import __version__
 from .checkpoint import build_network, default_card, kind_of, save_model_dir
 from .errors import CusepError
-from .train import load_weights, read_run_config
+from .train import load_checkpoint, load_weights, read_run_config
 
 
 def read_metrics_log(run_dir: Path) -> list[dict]:
@@ -63,10 +61,14 @@ def export_run(run_dir: Path, model_dir: Path, weights: str = "best",
         path = run_dir / "checkpoint.pt"
         if not path.exists():
             raise CusepError(f"'{run_dir}' has no checkpoint.pt")
-        state = torch.load(path, map_location="cpu", weights_only=True)["model"]
+        state = load_checkpoint(path)["model"]
     else:
         raise CusepError(f"--weights must be best or last, not '{weights}'")
-    model.load_state_dict(state)
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:
+        raise CusepError(f"{path} does not fit the run's model "
+                         f"({str(exc).strip().splitlines()[0][:160]}); restore the run") from None
     log = read_metrics_log(run_dir)
     key = "valid_map" if config.task == "detect" else "valid_si_sdr"
     best = max(log, key=lambda r: r[key]) if log else {}

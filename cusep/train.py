@@ -224,7 +224,12 @@ class Trainer:
         }
 
     def load_state(self, state: dict) -> None:
-        self.model.load_state_dict(state["model"])
+        try:
+            self.model.load_state_dict(state["model"])
+        except (RuntimeError, KeyError, TypeError) as exc:
+            first = str(exc).strip().splitlines()[0][:160]
+            raise CusepError(f"the checkpoint does not fit this run's model ({first}); resume "
+                             "without changing model settings, or start a new run") from None
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.step = int(state["step"])
@@ -250,8 +255,7 @@ class Trainer:
         path = self.run_dir / "checkpoint.pt"
         if not path.exists():
             return False
-        state = torch.load(path, map_location=self.device, weights_only=True)
-        self.load_state(state)
+        self.load_state(load_checkpoint(path, self.device))
         if self.world > 1:  # each rank continues its own stream, decorrelated from the others
             self.generator.manual_seed(self.config.optim.seed + 7919 * self.rank + self.step)
         return True
@@ -541,7 +545,25 @@ def save_weights(path: Path, model: torch.nn.Module) -> None:
 
 
 def load_weights(path: Path) -> dict[str, torch.Tensor]:
-    return load_file(str(path))
+    """A run's safetensors weights; CusepError when the file is truncated or corrupt."""
+    try:
+        return load_file(str(path))
+    except Exception as exc:  # safetensors raises its own SafetensorError (and OSError)
+        raise CusepError(f"{path} is truncated or corrupt ({exc}); export another step "
+                         "(--weights last) or train again") from None
+
+
+def load_checkpoint(path: Path, device: str | torch.device = "cpu") -> dict:
+    """A run's checkpoint.pt (tensors only: nothing is unpickled); CusepError when it is
+    truncated or corrupt."""
+    try:
+        state = torch.load(path, map_location=device, weights_only=True)
+    except Exception as exc:  # zip, pickle and I/O errors of a cut or damaged file
+        raise CusepError(f"{path} is truncated or corrupt ({type(exc).__name__}); delete it "
+                         "to start again, or restore the run folder") from None
+    if not isinstance(state, dict) or "model" not in state:
+        raise CusepError(f"{path} is not a cusep checkpoint; delete it or restore the run")
+    return state
 
 
 def save_json(path: Path, data: dict) -> None:
@@ -555,7 +577,13 @@ def read_run_config(run_dir: Path) -> tuple[TrainConfig, dict]:
     path = Path(run_dir) / "config.json"
     if not path.exists():
         raise CusepError(f"'{run_dir}' is not a cusep run folder (no config.json)")
-    raw = json.loads(path.read_text())
+    try:
+        raw = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise CusepError(f"{path} is not valid JSON ({exc}); restore the run's config.json") \
+            from None
+    if not isinstance(raw, dict):
+        raise CusepError(f"{path} must hold a JSON object; restore the run's config.json")
     extra = {k: raw.pop(k) for k in ("command", "device", "world_size") if k in raw}
     return config_from_dict(raw), extra
 
