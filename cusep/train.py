@@ -365,7 +365,15 @@ class Trainer:
                 fh.write(json.dumps(record) + "\n")
 
     def fit(self, progress: bool = True) -> dict[str, float]:
-        """Train until max_steps or max_minutes; returns the last validation record."""
+        """Train until max_steps or max_minutes; returns the last validation record.
+
+        Ctrl-C (SIGINT) finishes the step under way, writes the checkpoint and raises
+        :class:`Interrupted`: no step is lost and ``--resume`` continues exactly there."""
+        stop = _StopFlag()
+        with stop:
+            return self._fit(progress, stop)
+
+    def _fit(self, progress: bool, stop: _StopFlag) -> dict[str, float]:
         opt = self.config.optim
         if self.main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -402,12 +410,48 @@ class Trainer:
                 bar.note(record)
                 if not progress and self.main:
                     self.log(json.dumps(record))
-            if self.step % opt.checkpoint_every == 0 or last:
+            if self.step % opt.checkpoint_every == 0 or last or stop.set:
                 self.save_checkpoint()
+            if stop.set:
+                bar.close()
+                raise Interrupted(self.step)
             if out_of_time:
                 break
         bar.close()
         return record
+
+
+class Interrupted(Exception):
+    """Training stopped by Ctrl-C after ``step``, its checkpoint written."""
+
+    def __init__(self, step: int) -> None:
+        super().__init__(f"interrupted at step {step}")
+        self.step = step
+
+
+class _StopFlag:
+    """While active (main thread only), SIGINT sets ``set`` instead of raising at once."""
+
+    def __init__(self) -> None:
+        self.set = False
+        self._old = None
+
+    def _handle(self, signum, frame) -> None:
+        self.set = True
+
+    def __enter__(self) -> _StopFlag:
+        import signal
+        import threading
+
+        if threading.current_thread() is threading.main_thread():
+            self._old = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        import signal
+
+        if self._old is not None:
+            signal.signal(signal.SIGINT, self._old)
 
 
 def validation_mixing(cfg: TrainConfig, bank: StemBank) -> MixingConfig:

@@ -205,3 +205,25 @@ def test_truncated_or_changed_run_files_are_one_line(urmp_data: Path, tmp_path: 
     config.write_text(config.read_text()[:200])
     refused(resume, "config.json is not valid JSON")
     assert not (tmp_path / "m1").exists() and not (tmp_path / "m2").exists()
+
+
+def test_ctrl_c_writes_the_checkpoint_of_the_last_step(urmp_data: Path, tmp_path: Path) -> None:
+    import signal
+    import time
+
+    run = tmp_path / "run"
+    sets = [a for s in TINY for a in ("--set", s)]
+    cmd = [sys.executable, "-m", "cusep", "train", str(run), "--data", str(urmp_data),
+           "--max-steps", "100000", "--no-progress", "--device", "cpu", *sets,
+           "--set", "optim.checkpoint_every=100000"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 240
+    while not (run / "metrics.jsonl").exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    step = int(re.search(r"interrupted at step (\d+): checkpoint written", err).group(1))
+    assert "Traceback" not in err and "--resume" in err
+    state = torch.load(run / "checkpoint.pt", map_location="cpu", weights_only=True)
+    assert state["step"] == step >= 4  # nothing lost: the checkpoint is the last step

@@ -186,8 +186,14 @@ def register(app: typer.Typer) -> None:
         except OSError as exc:
             raise CusepError(f"cannot create output folder '{out}' ({exc.strerror or exc}); "
                              "choose a writable --out") from None
-        outcomes += [_one(sep, f, codes_of[f], paths, fmt, clip, force, rest)
-                     for f, paths in plan.items()]
+        try:
+            for f, paths in plan.items():
+                outcomes.append(_one(sep, f, codes_of[f], paths, fmt, clip, force, rest))
+        except KeyboardInterrupt:
+            done = sum(o.status == "ok" for o in outcomes)
+            console.print(f"interrupted: {done} of {len(plan)} input(s) separated and kept; "
+                          "the stems of the input under way were not written", soft_wrap=True)
+            raise typer.Exit(130) from None
         _summary(outcomes)
         if any(o.status == "failed" for o in outcomes):
             raise typer.Exit(1)

@@ -32,7 +32,7 @@ def register(app: typer.Typer) -> None:
         """Train a separation model or an instrument detector (--preset cusep-detect), also
         under torchrun for several GPUs/nodes."""
         from ..config import build_config
-        from ..train import Trainer, describe, read_run_config, setup_distributed
+        from ..train import Interrupted, Trainer, describe, read_run_config, setup_distributed
 
         sets = list(overrides or [])
         if data:
@@ -64,7 +64,12 @@ def register(app: typer.Typer) -> None:
             console.print(f"resumed {run_dir} at step {trainer.step}")
         params = sum(p.numel() for p in trainer.model.parameters()) / 1e6
         console.print(f"training '{config.preset or 'custom'}' on {dev}, {params:.2f} M parameters")
-        record = trainer.fit(progress=progress)
+        try:
+            record = trainer.fit(progress=progress)
+        except Interrupted as stopped:
+            console.print(f"interrupted at step {stopped.step}: checkpoint written; continue "
+                          f"with: cusep train {run_dir} --resume", soft_wrap=True)
+            raise typer.Exit(130) from None
         if record:
             console.print(f"step {record['step']}: {describe(record)}; run in {run_dir}")
 
