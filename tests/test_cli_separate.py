@@ -534,3 +534,38 @@ def test_disk_full_while_writing_is_one_line_and_leaves_nothing(cli, tmp_path, t
     assert code == 1 and "Traceback" not in err
     assert "free some disk space" in err
     assert [p for p in files_under(out) if p.is_file()] == []
+
+
+def test_a_killed_run_is_cleaned_up_and_a_live_one_is_not_disturbed(cli, tmp_path, track,
+                                                                    short_model_dir):
+    out = tmp_path / "out"
+    folder = out / "a"
+    folder.mkdir(parents=True)
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True).stdout.strip()
+    (folder / ".vn.wav.cusep-lock").write_text(dead)  # what kill -9 leaves
+    (folder / ".vn.wav.0123abcd.part").write_bytes(b"\0" * 1000)
+    code, _, err = cli(track, "-i", "vn,vc", "-m", short_model_dir, "-o", out)
+    assert code == 0, err
+    assert files_under(out) == [folder / "vc.wav", folder / "vn.wav"]
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        (folder / ".vc.wav.cusep-lock").write_text(str(live.pid))
+        code, out_text, err = cli(track, "-i", "vn,vc", "-m", short_model_dir, "-o", out,
+                                  "--force")
+    finally:
+        live.kill()
+        live.wait()
+    assert code == 1 and f"another cusep process (pid {live.pid})" in err
+    assert "Traceback" not in err
+    assert (folder / ".vc.wav.cusep-lock").exists()  # the live process's lock is left alone
+    assert not (folder / ".vn.wav.cusep-lock").exists()
+
+
+def test_a_failing_input_leaves_no_empty_folders(cli, tmp_path, short_model_dir):
+    bad = tmp_path / "broken.wav"
+    bad.write_bytes(b"RIFF\x00\x00\x00\x00WAVEjunk")
+    out = tmp_path / "new" / "out"
+    code, _, err = cli(bad, "-i", "vn,vc", "-m", short_model_dir, "-o", out)
+    assert code == 1 and "Traceback" not in err
+    assert not out.exists()

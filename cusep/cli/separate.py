@@ -18,6 +18,7 @@ from ..errors import CusepError
 from ..progress import progress_bar
 from ..separate import Separator, SeparatorConfig, is_auto, stem_names
 from . import console, fail
+from .claim import claimed, remove_empty
 
 
 @dataclass(frozen=True)
@@ -181,6 +182,7 @@ def register(app: typer.Typer) -> None:
         plan = {f: output_paths(f, stem_names(codes_of[f], rest), out, filename,
                                 FORMAT_EXTENSIONS[fmt]) for f in codes_of}
         _check_collisions(plan, filename)
+        made_out = not out.exists()
         try:
             out.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -188,12 +190,15 @@ def register(app: typer.Typer) -> None:
                              "choose a writable --out") from None
         try:
             for f, paths in plan.items():
-                outcomes.append(_one(sep, f, codes_of[f], paths, fmt, clip, force, rest))
+                outcomes.append(_one(sep, f, codes_of[f], paths, fmt, clip, force, rest, out))
         except KeyboardInterrupt:
             done = sum(o.status == "ok" for o in outcomes)
             console.print(f"interrupted: {done} of {len(plan)} input(s) separated and kept; "
                           "the stems of the input under way were not written", soft_wrap=True)
             raise typer.Exit(130) from None
+        finally:
+            if made_out:
+                remove_empty(out, out.parent)
         _summary(outcomes)
         if any(o.status == "failed" for o in outcomes):
             raise typer.Exit(1)
@@ -254,7 +259,7 @@ def _check_collisions(plan: dict[Path, dict[str, Path]], template: str) -> None:
 
 
 def _one(sep: Separator, path: Path, codes: tuple[str, ...], paths: dict[str, Path], fmt: str,
-         clip: str, force: bool, rest: bool = False) -> Outcome:
+         clip: str, force: bool, rest: bool, out: Path) -> Outcome:
     existing = [p for p in paths.values() if p.exists()]
     if existing and not force:
         console.print(f"skip {escape(str(path))}: {escape(str(existing[0]))} exists "
@@ -263,7 +268,7 @@ def _one(sep: Separator, path: Path, codes: tuple[str, ...], paths: dict[str, Pa
     start = time.perf_counter()
     try:
         audio, rate = read_audio(path)
-        with file_progress(path.name, audio.shape[-1]) as update:
+        with claimed(paths.values(), out), file_progress(path.name, audio.shape[-1]) as update:
             blocks = sep.iter_blocks(audio, rate, codes, progress=update, rest=rest)
             scale = write_stems(blocks, paths, rate, audio.shape[0], fmt, clip)
     except (CusepError, OSError) as exc:
