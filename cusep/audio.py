@@ -219,8 +219,37 @@ def read_audio(path: str | Path) -> tuple[np.ndarray, int]:
         else:
             if data.shape[0] == 0:
                 raise CusepError(f"{path}: contains no audio samples; give a file with sound in it")
+            stated = wav_stated_frames(path)
+            if stated is not None and stated > data.shape[0] + sample_rate // 100:
+                log.warning(
+                    "%s: the header promises %.1f s but the file holds %.1f s: it looks "
+                    "truncated (an interrupted copy or download?); only what is there is used",
+                    path, stated / sample_rate, data.shape[0] / sample_rate)
             return np.ascontiguousarray(data.T), int(sample_rate)
     return _read_av(path)
+
+
+def wav_stated_frames(path: Path) -> int | None:
+    """The number of frames a RIFF/WAVE header's ``data`` chunk promises (None: not a plain
+    RIFF wav, or unreadable). A file cut short holds fewer."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(1 << 16)
+    except OSError:
+        return None
+    if head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+        return None
+    pos, block = 12, 0
+    while pos + 8 <= len(head):
+        cid, size = head[pos:pos + 4], int.from_bytes(head[pos + 4:pos + 8], "little")
+        if cid == b"fmt " and pos + 22 <= len(head):
+            channels = int.from_bytes(head[pos + 10:pos + 12], "little")
+            bits = int.from_bytes(head[pos + 22:pos + 24], "little")
+            block = channels * ((bits + 7) // 8)
+        if cid == b"data":
+            return size // block if block and size != 0xFFFFFFFF else None
+        pos += 8 + size + (size & 1)
+    return None
 
 
 def info(path: str | Path) -> AudioInfo:

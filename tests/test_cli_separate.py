@@ -569,3 +569,15 @@ def test_a_failing_input_leaves_no_empty_folders(cli, tmp_path, short_model_dir)
     code, _, err = cli(bad, "-i", "vn,vc", "-m", short_model_dir, "-o", out)
     assert code == 1 and "Traceback" not in err
     assert not out.exists()
+
+
+def test_truncated_wav_is_separated_with_a_warning(cli, tmp_path, short_model_dir, make_signal):
+    src = tmp_path / "cut.wav"
+    sf.write(src, make_signal(11025, 5.0).T, 11025, subtype="PCM_16")
+    data = src.read_bytes()
+    src.write_bytes(data[: 44 + int(1.7 * 11025) * 2])  # header says 5 s, 1.7 s remain
+    out = tmp_path / "out"
+    code, _, err = cli(src, "-i", "vn,vc", "-m", short_model_dir, "-o", out)
+    assert code == 0, err
+    assert "warning:" in err and "promises 5.0 s but the file holds 1.7 s" in err
+    assert sf.info(out / "cut" / "vn.wav").frames == int(1.7 * 11025)

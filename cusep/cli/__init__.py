@@ -6,6 +6,7 @@ Each sub-command lives in its own module exposing ``register(app)``; user errors
 
 from __future__ import annotations
 
+import logging
 import sys
 
 import typer
@@ -31,6 +32,21 @@ def fail(message: str, code: int = 1) -> typer.Exit:
     return typer.Exit(code)
 
 
+class _WarningLine(logging.Handler):
+    """cusep's logged warnings (e.g. a truncated input) as one yellow line each on stderr."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        console.print(f"[yellow]warning:[/] {escape(record.getMessage())}", soft_wrap=True)
+
+
+def _show_warnings() -> None:
+    logger = logging.getLogger("cusep")
+    if not any(isinstance(h, _WarningLine) for h in logger.handlers):
+        handler = _WarningLine(logging.WARNING)
+        logger.addHandler(handler)
+        logger.propagate = False
+
+
 def _register_all() -> None:
     """Add every sub-command to ``app``, once (``main`` may be called many times in-process)."""
     if app.registered_commands or app.registered_groups:
@@ -44,6 +60,7 @@ def _register_all() -> None:
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``cusep`` script and ``python -m cusep``."""
     _register_all()
+    _show_warnings()
     try:
         app(args=argv, prog_name="cusep", standalone_mode=True)
     except CusepError as exc:
