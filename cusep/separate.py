@@ -31,6 +31,7 @@ from .visual import FrameProvider
 from .wiener import wiener
 
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
+CHANNEL_GROUP = 8  # channels filtered jointly; more are filtered in groups (bounded memory)
 MIN_RATE, MAX_RATE = 1000, 768000  # the input sample rates cusep takes
 MAX_WIENER_ITERATIONS = 20  # each costs a full EM pass; more than a few never helped
 Progress = Callable[[int, int], None]
@@ -335,13 +336,23 @@ class Separator:
         same = sample_rate == spec.sample_rate
         in_fft = spec.n_fft if same else 2 * round(spec.n_fft * ratio / 2)
         in_hop = spec.hop if same else round(spec.hop * ratio)
-        x = stft(chunk, in_fft, in_hop)  # (B, C, Fi, Ti)
         if same:  # the input's STFT grid is the model's
             m = masks
         else:
+            n_frames = chunk.shape[-1] // in_hop + 1  # as stft (centred) gives
             bins, frames = mask_positions(spec.sample_rate, spec.n_fft, spec.hop, sample_rate,
-                                          in_fft, in_hop, x.shape[-1])
+                                          in_fft, in_hop, n_frames)
             m = extend_and_map(masks, bins, frames)  # (B, K, Fi, Ti)
+        groups = [self._filter(m, chunk[:, g:g + CHANNEL_GROUP], in_fft, in_hop)
+                  for g in range(0, chunk.shape[1], CHANNEL_GROUP)]
+        return groups[0] if len(groups) == 1 else torch.cat(groups, dim=2)
+
+    def _filter(self, m: torch.Tensor, chunk: torch.Tensor, in_fft: int, in_hop: int
+                ) -> torch.Tensor:
+        """Masks m (B, K, Fi, Ti) on the input's grid, chunk (B, C, seg_in) -> stems
+        (B, K, C, seg_in) on the CPU: EM Wiener on the channels jointly, the residual, the
+        floor."""
+        x = stft(chunk, in_fft, in_hop)  # (B, C, Fi, Ti)
         v = m.unsqueeze(2) * x.abs().unsqueeze(1)  # (B, K, C, Fi, Ti)
         v = v.permute(0, 4, 3, 2, 1)  # (B, Ti, Fi, C, K)
         xw = x.permute(0, 3, 2, 1)  # (B, Ti, Fi, C)
