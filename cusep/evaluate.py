@@ -94,6 +94,8 @@ class EvalConfig:
     precision: Precision = "auto"
     residual: bool = True
     filter_length: int = 512
+    bss: bool = True
+    """BSS-eval (SDR/SIR/SAR/ISR) besides SI-SDR; off for quick sweeps (it dominates the time)."""
     window: float = 1.0
     """``full``: BSS-eval window and hop in seconds."""
     frame_aggregation: Aggregation = "median"
@@ -287,24 +289,27 @@ def score_whole(method: str, piece: str, codes: Sequence[str], references: np.nd
     sd = sd_sdr(estimates, references)
     si_mix = si_sdr(np.broadcast_to(mix, references.shape), references)
     silent = is_silent(references, thr)
-    window = max(1, round(config.window * rate))
-    frames = bss_eval_framewise(references, estimates, window, window, config.filter_length,
-                                "v4", thr)
-    agg = aggregate_frames(frames, config.frame_aggregation)
-    valid = (~np.isnan(frames.sdr)).sum(-1)
     length = references.shape[-1]
+    bss: dict[str, Any] = {}
+    if config.bss:
+        window = max(1, round(config.window * rate))
+        frames = bss_eval_framewise(references, estimates, window, window, config.filter_length,
+                                    "v4", thr)
+        agg = aggregate_frames(frames, config.frame_aggregation)
+        valid = (~np.isnan(frames.sdr)).sum(-1)
     records: list[Record] = []
     for k, code in enumerate(codes):
         quiet = bool(silent[k])
+        if config.bss:
+            bss = {"sdr": agg.sdr[k], "sir": agg.sir[k], "sar": agg.sar[k], "isr": agg.isr[k],
+                   "frames": int(valid[k])}
         records.append(_record(
             method, piece, 0, 0, length, code, True, len(codes),
             si_sdr=None if quiet else si[k], sd_sdr=None if quiet else sd[k],
-            si_sdri=None if quiet else si[k] - si_mix[k],
-            sdr=agg.sdr[k], sir=agg.sir[k], sar=agg.sar[k], isr=agg.isr[k],
-            frames=int(valid[k]),
+            si_sdri=None if quiet else si[k] - si_mix[k], **bss,
             note=_notes("silent reference: SI-SDR and SD-SDR skipped" if quiet else "",
                         "BSS skipped: every window has a silent reference or estimate"
-                        if valid[k] == 0 else "")))
+                        if config.bss and valid[k] == 0 else "")))
     for code, est in (absent or {}).items():
         records.append(_record(method, piece, 0, 0, length, code, False, len(codes),
                                pes=pes(est), note="absent instrument: PES only"))
@@ -488,7 +493,7 @@ def run_settings(model: ModelDir, data: Path, dataset: str, config: EvalConfig, 
         "references": list(config.references), "pes": config.pes,
         "wiener_iterations": config.wiener_iterations,
         "overlap": config.separator_config().overlap, "residual": config.residual,
-        "mix_floor": config.mix_floor, "rest": config.rest,
+        "mix_floor": config.mix_floor, "rest": config.rest, "bss": config.bss,
         "precision": precision, "device": dev.type, "filter_length": config.filter_length,
         "window": config.window, "frame_aggregation": config.frame_aggregation,
         "silence_threshold": config.silence_threshold, "spectral": asdict(spec),

@@ -69,7 +69,7 @@ def main() -> None:
         for data in sets:
             pieces, _ = select_pieces(data)
             config = EvalConfig(protocol="full", references=(), wiener_iterations=iterations,
-                                mix_floor=floor, overlap=overlap, rest=args.rest)
+                                mix_floor=floor, overlap=overlap, rest=args.rest, bss=False)
             tag = f"W{iterations}-f{floor:g}-o{overlap:g}{'-rest' if args.rest else ''}"
             result = evaluate(pieces, args.model, Path(args.out) / data.name / tag, config,
                               data=data, device=args.device, jobs=args.jobs)

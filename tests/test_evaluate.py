@@ -218,6 +218,22 @@ def test_full_protocol(urmp, make_model_dir, tmp_path, cli, paper_run):
               "different protocols (full, paper)")
 
 
+def test_full_protocol_without_bss_and_with_rest(urmp, make_model_dir, tmp_path, cli):
+    full, quick, rest = tmp_path / "full", tmp_path / "quick", tmp_path / "rest"
+    args = ["eval", "urmp", urmp, "--model", make_model_dir("tiny"), "--protocol", "full",
+            "--precision", "fp32", "--no-plots", "--reference", "none"]
+    for out, extra in ((full, []), (quick, ["--no-bss"]), (rest, ["--no-bss", "--rest"])):
+        code, _, err = cli(*args, "--out", out, *extra)
+        assert code == 0, err
+    a, b, c = records(full), records(quick), records(rest)
+    assert [r["si_sdr"] for r in a] == [r["si_sdr"] for r in b]  # the same separation
+    assert all(r["sdr"] is None and r["frames"] is None for r in b)
+    assert all(r["sdr"] is not None for r in a)
+    assert len(c) == len(b) and [r["si_sdr"] for r in c] != [r["si_sdr"] for r in b]
+    settings = json.loads((rest / "results.json").read_text())["settings"]
+    assert settings["rest"] and "rest stem" in settings["conditioning"]
+
+
 # ------------------------------------------------------------------------------------ resume
 
 

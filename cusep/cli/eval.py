@@ -32,7 +32,7 @@ def _references(text: str) -> tuple[str, ...]:
 def _run(kind: str, data: Path, model: str | None, protocol: str, out: Path | None,
          reference: str, pes: bool, save_stems: bool, jobs: int, device: str, iterations: int,
          overlap: float, batch_size: int, precision: str, raw: bool, window: float,
-         split: str | None, plots: bool, mix_floor: float, rest: bool) -> None:
+         split: str | None, plots: bool, mix_floor: float, rest: bool, bss: bool) -> None:
     from .. import report
     from ..checkpoint import resolve_model
 
@@ -43,7 +43,7 @@ def _run(kind: str, data: Path, model: str | None, protocol: str, out: Path | No
     config = EvalConfig(protocol=protocol, references=_references(reference), pes=pes,
                         wiener_iterations=iterations, overlap=overlap, batch_size=batch_size,
                         precision=precision, residual=not raw, window=window,
-                        save_stems=save_stems, mix_floor=mix_floor, rest=rest)
+                        save_stems=save_stems, mix_floor=mix_floor, rest=rest, bss=bss)
     mdir = resolve_model(model)
     pieces, notes = select_pieces(data, split)
     for note in notes:
@@ -144,6 +144,8 @@ def register(app: typer.Typer) -> None:
                                             help="Share of the mixture in every stem (0..1)."),
             rest: bool = typer.Option(False, "--rest", help="Score each instrument separated "
                                       "alone with a rest stem (partial lists)."),
+            bss: bool = typer.Option(True, "--bss/--no-bss", help="BSS-eval SDR/SIR/SAR "
+                                     "besides SI-SDR (--no-bss: much faster)."),
             overlap: float = typer.Option(0.25, "--overlap",
                                           help="Window overlap (full protocol)."),
             batch_size: int = typer.Option(4, "--batch-size", help="Windows per pass."),
@@ -158,7 +160,7 @@ def register(app: typer.Typer) -> None:
         ) -> None:
             _run(kind, data, model, protocol, out, reference, pes, save_stems, jobs, device,
                  iterations, overlap, batch_size, precision, raw, window, split, plots,
-                 mix_floor, rest)
+                 mix_floor, rest, bss)
 
     make("urmp", "Evaluate a model on URMP (as distributed: piece folders, AuSep_*, 48 kHz).")
     make("synth", "Evaluate a model on pieces rendered by `cusep synth` (URMP layout).")
