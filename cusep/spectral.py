@@ -31,6 +31,21 @@ class SpectralConfig:
     mag_scale: MagScale = "dbnorm"
     log_rows: int = 256
 
+    def __post_init__(self) -> None:
+        if not 1000 <= self.sample_rate <= 192000:
+            raise ValueError(f"sample_rate must be in 1000..192000, got {self.sample_rate}")
+        if self.n_fft < 16 or self.n_fft % 2:
+            raise ValueError(f"n_fft must be even and at least 16, got {self.n_fft}")
+        if not 1 <= self.hop <= self.n_fft:
+            raise ValueError(f"hop must be in 1..n_fft, got {self.hop}")
+        if self.segment < self.n_fft:
+            raise ValueError(f"segment must be at least n_fft samples, got {self.segment}")
+        if self.freq_scale not in ("linear", "log") or self.mag_scale not in ("dbnorm", "log"):
+            raise ValueError(f"unknown freq_scale '{self.freq_scale}' or mag_scale "
+                             f"'{self.mag_scale}'")
+        if self.log_rows < 2:
+            raise ValueError(f"log_rows must be at least 2, got {self.log_rows}")
+
     @property
     def bins(self) -> int:
         """Linear-frequency bins of the STFT."""

@@ -323,6 +323,7 @@ def test_model_dir_weights_are_verified_against_the_stored_checksum(saved):
     ("channels", "abc", "'channels' must be a list"),
     ("dropout", "x", "'dropout' must be a number"),
     ("conditioning", 3, "is not a valid cusep model config"),
+    ("spectral", {"n_fft": 0}, "n_fft must be even and at least 16"),
 ])
 def test_config_with_nonsense_values_is_one_line(saved, key, value, needle):
     path, _ = saved
