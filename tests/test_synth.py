@@ -212,6 +212,20 @@ def test_plan_is_balanced_and_in_range(cache):
     assert counts[0] >= 1 and counts[-1] <= 3 * counts[0]
 
 
+def test_repeated_instruments_share_a_piece_only_when_needed(cache):
+    # 3 string instruments for 4-5 players: pieces repeat an instrument (a quartet's two
+    # violins) but mix instruments, never one instrument alone
+    config = replace(SMALL, max_pieces=0, minutes_per_instrument=1.0, excerpt_seconds=10.0,
+                     instruments=("vn", "va", "vc"), distinct=False, min_players=4,
+                     max_players=5)
+    plans, _ = plan_pieces(config, cache)
+    assert len(plans) >= 3
+    for plan in plans:
+        codes = [p.code for p in plan.players]
+        assert len(set(codes)) >= 2 and len(codes) in (4, 5), codes
+    assert sum(len(set(p.code for p in plan.players)) == 3 for plan in plans) >= 1
+
+
 def test_splits_disjoint_by_work():
     paths = list_works()
     by_key: dict[str, set[str]] = {}

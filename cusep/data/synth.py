@@ -378,22 +378,25 @@ def plan_pieces(config: SynthConfig, cache_dir: Path | None = None,
             i: {c: s for c in config.instruments if (s := _fit_shift(ns, c)) is not None}
             for i, ns in (parts[j] for j in chosen)
         }
-        used: set[str] = set()
+        used: Counter[str] = Counter()
         assigned: dict[int, tuple[str, int]] = {}
+        segs = _base_tempo(work)
+        seconds = _seconds_at(segs, end) - _seconds_at(segs, start)
         for i in sorted(fits, key=lambda i: (len(fits[i]), i)):
             options = [c for c in fits[i] if not (config.distinct and c in used)]
             if not options:
                 continue
-            code = min(options, key=lambda c: (cover[c] >= target, abs(fits[i][c]) > 12,
-                                               cover[c], tiebreak[c]))
-            used.add(code)
+            # with repeats allowed, an instrument already in the piece counts as covered by it,
+            # so players share an instrument only when the others are fuller or out of range
+            code = min(options, key=lambda c: (cover[c] + used[c] * seconds >= target,
+                                               abs(fits[i][c]) > 12,
+                                               cover[c] + used[c] * seconds, tiebreak[c]))
+            used[code] += 1
             assigned[i] = (code, fits[i][code])
         if len(assigned) < config.min_players:
             return
         if all(cover[c] >= target for c, _ in assigned.values()):
             return
-        segs = _base_tempo(work)
-        seconds = _seconds_at(segs, end) - _seconds_at(segs, start)
         for code, _ in assigned.values():
             cover[code] += seconds
         qpm = next(b for a, b in reversed(segs) if a <= start) if segs else 100.0
