@@ -123,7 +123,8 @@ def test_paper_protocol_records(urmp, paper_run):
     settings = json.loads((out / "results.json").read_text())["settings"]
     assert settings["protocol"] == "paper" and settings["tail_dropped"] is True
     assert "tail shorter than a segment is dropped" in settings["protocol_description"]
-    assert settings["model"]["sha256"] and settings["wiener_iterations"] == 2
+    assert settings["model"]["sha256"]
+    assert settings["wiener_iterations"] == SeparatorConfig.wiener_iterations
     assert "v3" in settings["metric_variant"]["bss"] and "512" in settings["metric_variant"]["bss"]
     assert "02_Sonata_vn_vn" in err and not pick(recs, piece="02_Sonata_vn_vn")
     for method in ("tiny", "irm", "mix"):
