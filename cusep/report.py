@@ -209,7 +209,8 @@ def markdown_report(grids: Sequence[Grid], settings: dict[str, Any]) -> str:
              f"- protocol: {settings.get('protocol')}: {settings.get('protocol_description')}",
              f"- BSS-eval: {settings.get('metric_variant', {}).get('bss')}",
              f"- conditioning: {settings.get('conditioning')}",
-             f"- Wiener iterations: {settings.get('wiener_iterations')}, precision "
+             f"- Wiener iterations: {settings.get('wiener_iterations')}, mix floor "
+             f"{settings.get('mix_floor', 0.0)}, precision "
              f"{settings.get('precision')}, cusep {settings.get('cusep_version')}", ""]
     return "\n".join(lines) + "\n" + "\n".join(g.markdown() for g in grids)
 
