@@ -135,7 +135,8 @@ def register(app: typer.Typer) -> None:
                                         help="Share of the mixture in every stem (0..1): a "
                                              "safeguard for poor estimates."),
         raw: bool = typer.Option(False, "--raw",
-                                 help="Raw masked estimates (stems need not sum to the mix)."),
+                                 help="Raw masked estimates: no residual sharing, no mix "
+                                      "floor (stems need not sum to the mix)."),
         overlap: float = typer.Option(0.25, "--overlap", help="Window overlap in [0, 1)."),
         batch_size: int = typer.Option(4, "--batch-size", help="Windows per network pass."),
         precision: str = typer.Option("auto", "--precision", help="auto | fp32 | bf16 | fp16."),
