@@ -282,15 +282,18 @@ def info(path: str | Path) -> AudioInfo:
 
 
 def _prepare(
-    audio: np.ndarray, path: Path, bits: int | None, clip: str
+    audio: np.ndarray, path: Path, bits: int | None, clip: str, max_channels: int = 64
 ) -> np.ndarray:
-    """Validate and convert to what soundfile writes: (samples, channels) float32 or int."""
+    """Validate and convert to what soundfile writes: (samples, channels) float32 or int.
+
+    More than ``max_channels`` rows is taken for a (samples, channels) array passed the wrong
+    way round; callers that know the channel count pass it."""
     if isinstance(audio, torch.Tensor):
         audio = audio.detach().cpu().numpy()
     a = np.asarray(audio)
     if a.ndim == 1:
         a = a[None]
-    if a.ndim != 2 or a.shape[0] > 64:
+    if a.ndim != 2 or a.shape[0] > max_channels:
         raise ValueError(f"audio must be (channels, samples); got shape {a.shape}")
     if a.shape[1] == 0:
         raise CusepError(f"{path}: refusing to write zero-length audio; check the input signal")
@@ -551,7 +554,8 @@ class AudioWriter:
                                   container) as dst:
                     for chunk in sf.blocks(str(self._tmp), blocksize=self.CHUNK,
                                            dtype="float32", always_2d=True):
-                        dst.write(_prepare(chunk.T * scale, self.path, bits, clip))
+                        dst.write(_prepare(chunk.T * scale, self.path, bits, clip,
+                                           max_channels=self.channels))
                 f.flush()
                 os.fsync(f.fileno())
             os.replace(self._final, self.path)

@@ -581,3 +581,16 @@ def test_truncated_wav_is_separated_with_a_warning(cli, tmp_path, short_model_di
     assert code == 0, err
     assert "warning:" in err and "promises 5.0 s but the file holds 1.7 s" in err
     assert sf.info(out / "cut" / "vn.wav").frames == int(1.7 * 11025)
+
+
+def test_many_channels_are_separated_and_written(cli, tmp_path, short_model_dir, make_signal):
+    src = tmp_path / "multi.wav"
+    x = make_signal(11025, 1.2, 65, seed=5)
+    sf.write(src, x.T, 11025, subtype="FLOAT")
+    out = tmp_path / "out"
+    code, _, err = cli(src, "-i", "vn,vc", "-m", short_model_dir, "-o", out, "-f", "float32")
+    assert code == 0, err
+    vn, _ = sf.read(out / "multi" / "vn.wav", dtype="float32", always_2d=True)
+    vc, _ = sf.read(out / "multi" / "vc.wav", dtype="float32", always_2d=True)
+    assert vn.shape == x.T.shape
+    assert np.abs(vn + vc - x.T).max() < 1e-3
