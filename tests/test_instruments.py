@@ -98,3 +98,21 @@ def test_label_vector():
     assert label_vector([], CODES) == [0.0] * 13
     assert label_vector(["fl"], ("vn", "fl", "vc")) == [0.0, 1.0, 0.0]
     assert label_vector(["tba", "vn"]) == label_vector(["vn", "tba"])
+
+
+def test_version_and_short_help(capsys):
+    import cusep
+    from cusep.cli import main
+
+    for args in (["--version"], ["version"]):
+        with pytest.raises(SystemExit) as info:
+            main(args)
+        assert info.value.code in (0, None)
+        assert capsys.readouterr().out.strip() == f"cusep {cusep.__version__}"
+    with pytest.raises(SystemExit):
+        main(["-h"])
+    out = capsys.readouterr().out
+    assert "separate" in out and "Usage" in out
+    with pytest.raises(SystemExit):
+        main(["separate", "-h"])
+    assert "--rest" in capsys.readouterr().out

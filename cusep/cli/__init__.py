@@ -23,7 +23,34 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
 )
+
+
+def _version_line() -> str:
+    from .. import __version__
+
+    return f"cusep {__version__}"
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        print(_version_line())
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", is_eager=True, callback=_print_version,
+                                 help="Print cusep's version and exit."),
+) -> None:
+    """Conditioned source separation for chamber music."""
+
+
+@app.command("version")
+def version_cmd() -> None:
+    """Print cusep's version."""
+    print(_version_line())
 
 
 def fail(message: str, code: int = 1) -> typer.Exit:
@@ -49,7 +76,7 @@ def _show_warnings() -> None:
 
 def _register_all() -> None:
     """Add every sub-command to ``app``, once (``main`` may be called many times in-process)."""
-    if app.registered_commands or app.registered_groups:
+    if app.registered_groups:  # the models and eval groups: everything is registered
         return
     from . import detect, eval, models, separate, synth, train
 
