@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import ctypes
 import math
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -21,7 +21,7 @@ from typing import Literal
 import numpy as np
 import torch
 
-from .audio import resample, to_mono
+from .audio import StreamResampler, to_mono
 from .checkpoint import ModelDir, load_model
 from .errors import CusepError
 from .instruments import BY_CODE, label_vector, parse_instruments
@@ -248,12 +248,17 @@ class Separator:
         names = stem_names(codes, rest)
         return {c: (stems[i, 0] if mono_input else stems[i]) for i, c in enumerate(names)}
 
-    def iter_blocks(self, audio: np.ndarray, sample_rate: int, codes: Sequence[str],
-                    progress: Progress | None = None, visual: FrameProvider | None = None,
-                    rest: bool = False) -> Iterator[np.ndarray]:
+    def iter_blocks(self, audio: np.ndarray | Iterable[np.ndarray], sample_rate: int,
+                    codes: Sequence[str], progress: Progress | None = None,
+                    visual: FrameProvider | None = None, rest: bool = False,
+                    total: int | None = None) -> Iterator[np.ndarray]:
         """Yield consecutive output blocks (K, channels, n) covering the input exactly (K: the
         codes, and one more for ``rest``, last; see :func:`stem_names`).
 
+        ``audio``: the signal (channels, samples), or its consecutive blocks (channels, n) of
+        any sizes, e.g. :meth:`cusep.audio.AudioSource.blocks`: the input is then read as the
+        windows need it, so memory is bounded whatever its length. ``total``: the expected
+        length in samples, for ``progress(done, total)`` only (default: the array's length).
         ``visual(starts)`` gives a visual model the players' crops of the windows that start at
         ``starts`` (seconds, (B,)) -> (crops (B, P, F, 3, S, S), present (B, P)).
         """
@@ -262,33 +267,45 @@ class Separator:
                              "conditioned: " + ("give it the video and boxes of the players"
                                                 if self.visual else "it takes no video frames"))
         spec = self.model.config.spectral
-        audio = _check_signal(audio, sample_rate, spec.n_fft, spec.sample_rate)
-        channels, total = audio.shape
+        check_rate(sample_rate)
+        if isinstance(audio, (np.ndarray, torch.Tensor)):
+            audio = _check_signal(audio, sample_rate, spec.n_fft, spec.sample_rate)
+            total = audio.shape[-1]
+            audio = (audio,)
+        signal = _Signal(audio, sample_rate, spec.sample_rate)
         rate = spec.sample_rate
-        mono = resample(to_mono(audio), sample_rate, rate).astype(np.float32)
         seg = spec.segment
         overlap = int(round(seg * self.config.overlap))
         step = seg - overlap
-        needed = max(len(mono), math.ceil(total * rate / sample_rate))  # cover every sample
-        starts = list(range(0, max(needed - overlap, 1), step))
         ratio = sample_rate / rate
         seg_in = int(math.ceil(seg * ratio))
-        overlap_in = int(round(overlap * ratio))
-        weight = crossfade_window(seg_in, overlap_in)
-        padded_len = int(round(starts[-1] * ratio)) + seg_in
-        mono = np.pad(mono, (0, max(0, starts[-1] + seg - len(mono))))
-        audio = np.pad(audio, ((0, 0), (0, max(0, padded_len - total))))
+        weight = crossfade_window(seg_in, int(round(overlap * ratio)))
         context = torch.tensor([label_vector(codes, self.instruments)], device=self.device)
         index = torch.tensor([self.instruments.index(c) for c in codes], device=self.device)
 
-        acc = np.zeros((len(codes) + rest, channels, 0), np.float32)
+        def window_exists(k: int) -> bool:
+            """Window k (start k * step at the model rate) is needed to cover the input."""
+            signal.read_to(int(round(k * step * ratio)) + seg_in, k * step + seg)
+            if not signal.ended or k == 0:
+                return True
+            needed = max(signal.mono_length, math.ceil(signal.length * rate / sample_rate))
+            return k * step < needed - overlap
+
+        acc: np.ndarray | None = None  # (K, C, n): weighted sum of the windows from ``base`` on
         acc_w = np.zeros(0, np.float32)
-        base = 0  # absolute input position of acc[..., 0]
-        for b0 in range(0, len(starts), self.config.batch_size):
-            batch = starts[b0:b0 + self.config.batch_size]
+        base, k = 0, 0  # absolute input position of acc[..., 0]; next window
+        while window_exists(k):
+            if k == 0:
+                if signal.ended:
+                    _check_length(signal.length, sample_rate, spec.n_fft, rate)
+                acc = np.zeros((len(codes) + rest, signal.channels, 0), np.float32)
+            batch = []
+            while len(batch) < self.config.batch_size and (not batch or window_exists(k)):
+                batch.append(k * step)
+                k += 1
             offsets = [int(round(s * ratio)) for s in batch]
-            model_in = torch.from_numpy(np.stack([mono[s:s + seg] for s in batch]))
-            chunk = torch.from_numpy(np.stack([audio[:, o:o + seg_in] for o in offsets]))
+            model_in = torch.from_numpy(np.stack([signal.mono_at(s, seg) for s in batch]))
+            chunk = torch.from_numpy(np.stack([signal.input_at(o, seg_in) for o in offsets]))
             frames = visual(np.asarray(batch, np.float64) / rate) if visual is not None else None
             out = self._process(model_in, chunk, context, index, sample_rate, frames,
                                 rest).numpy()
@@ -300,14 +317,19 @@ class Separator:
                     acc_w = np.concatenate([acc_w, np.zeros(grow, np.float32)])
                 acc[..., o - base:end - base] += stems * weight
                 acc_w[o - base:end - base] += weight
-            nxt = b0 + self.config.batch_size
-            final = min(total, int(round(starts[nxt] * ratio)) if nxt < len(starts) else total)
+            # Nothing before the next window's start changes any more (the end: all of it).
+            more = window_exists(k)
+            final = int(round(k * step * ratio)) if more else signal.length
+            final = min(final, signal.length) if signal.ended else final
             if final > base:
                 n = final - base
                 yield acc[..., :n] / acc_w[:n]
                 acc, acc_w, base = acc[..., n:], acc_w[n:], final
+                signal.release(final, k * step)
             if progress is not None:
-                progress(final, total)
+                progress(final, max(total or 0, final) if more else final)
+            if not more:
+                break
 
     @torch.inference_mode()
     def _process(self, model_in: torch.Tensor, chunk: torch.Tensor, context: torch.Tensor,
@@ -374,6 +396,104 @@ def stem_names(codes: Sequence[str], rest: bool) -> tuple[str, ...]:
     return (*codes, "rest") if rest else tuple(codes)
 
 
+class _Signal:
+    """The input as the windows read it: blocks pulled on demand, kept at the input rate and
+    as a mono mix at the model rate, from the oldest sample a later window can still need.
+
+    Positions are absolute sample indices; reads past the end give zeros.
+    """
+
+    def __init__(self, blocks: Iterable[np.ndarray], rate: int, model_rate: int) -> None:
+        self._blocks = iter(blocks)
+        self._resampler = StreamResampler(rate, model_rate)
+        self.rate = rate
+        self.channels = 0
+        self._inp: list[np.ndarray] = []  # input blocks (C, n) from position _inp0
+        self._mono: list[np.ndarray] = []  # model-rate mono blocks from _mono0
+        self._inp0 = self._mono0 = 0
+        self.length = 0  # input samples read so far (all of them once ended)
+        self.mono_length = 0
+        self.ended = False
+
+    def _pull(self) -> None:
+        block = next(self._blocks, None)
+        if block is None:
+            self._add_mono(self._resampler.flush())
+            self.ended = True
+            return
+        b = np.asarray(block.detach().cpu() if isinstance(block, torch.Tensor) else block,
+                       dtype=np.float32)
+        if b.ndim != 2 or (self.channels and b.shape[0] != self.channels):
+            raise CusepError(f"input blocks must be (channels, n) with one channel count; got "
+                             f"{b.shape} after {self.channels} channel(s)")
+        if not np.isfinite(b).all():
+            raise CusepError("the audio contains NaN or infinite samples; repair or "
+                             "re-export it")
+        self.channels = b.shape[0]
+        self._inp.append(b)
+        self.length += b.shape[1]
+        self._add_mono(self._resampler.push(to_mono(b)))
+
+    def _add_mono(self, m: np.ndarray) -> None:
+        if m.size:
+            self._mono.append(m.astype(np.float32, copy=False))
+            self.mono_length += m.shape[-1]
+
+    def read_to(self, end: int, mono_end: int) -> None:
+        """Pull blocks until the input reaches ``end`` and the mono ``mono_end`` (or the
+        signal ends)."""
+        while not self.ended and (self.length < end or self.mono_length < mono_end):
+            self._pull()
+
+    @staticmethod
+    def _span(parts: list[np.ndarray], first: int, start: int, n: int) -> np.ndarray:
+        have = np.concatenate(parts, axis=-1) if len(parts) != 1 else parts[0]
+        if len(parts) > 1:
+            parts[:] = [have]
+        piece = have[..., start - first:start - first + n]
+        missing = n - piece.shape[-1]
+        return np.pad(piece, [(0, 0)] * (piece.ndim - 1) + [(0, missing)]) if missing else piece
+
+    def input_at(self, start: int, n: int) -> np.ndarray:
+        """Input samples [start, start + n) -> (C, n)."""
+        return self._span(self._inp, self._inp0, start, n)
+
+    def mono_at(self, start: int, n: int) -> np.ndarray:
+        """Model-rate mono samples [start, start + n) -> (n,)."""
+        return self._span(self._mono, self._mono0, start, n)
+
+    def release(self, before: int, mono_before: int) -> None:
+        """Forget input before ``before`` and mono before ``mono_before`` (never read again)."""
+        for parts, attr, cut in ((self._inp, "_inp0", before), (self._mono, "_mono0",
+                                                                 mono_before)):
+            first = getattr(self, attr)
+            if cut > first and parts:
+                have = np.concatenate(parts, axis=-1)
+                drop = min(cut - first, have.shape[-1])
+                parts[:] = [have[..., drop:]]
+                setattr(self, attr, first + drop)
+
+
+def check_rate(sample_rate: int) -> None:
+    """CusepError for a sample rate outside the ones cusep takes."""
+    if not MIN_RATE <= sample_rate <= MAX_RATE:
+        raise CusepError(f"sample rate {sample_rate} Hz is outside {MIN_RATE}..{MAX_RATE} Hz; "
+                         "resample the recording (or fix its header)")
+
+
+def _check_length(length: int, sample_rate: int, n_fft: int, model_rate: int) -> None:
+    """CusepError for a signal of ``length`` samples shorter than one STFT frame."""
+    if length == 0:
+        raise CusepError("the audio is empty (zero samples); give a recording with sound")
+    min_len = int(math.ceil(n_fft * sample_rate / model_rate))
+    if length < min_len:
+        raise CusepError(
+            f"the audio is too short ({length} samples at {sample_rate} Hz); "
+            f"cusep needs at least {min_len} samples "
+            f"(one STFT frame, {n_fft / model_rate * 1000:.0f} ms)"
+        )
+
+
 def _check_signal(audio: np.ndarray, sample_rate: int, n_fft: int, model_rate: int) -> np.ndarray:
     """Validate and normalise the input to float32 (channels, samples)."""
     a = np.asarray(audio, dtype=np.float32)
@@ -381,21 +501,11 @@ def _check_signal(audio: np.ndarray, sample_rate: int, n_fft: int, model_rate: i
         a = a[None]
     if a.ndim != 2:
         raise CusepError(f"audio must be (channels, samples) or (samples,), got shape {a.shape}")
-    if not MIN_RATE <= sample_rate <= MAX_RATE:
-        raise CusepError(f"sample rate {sample_rate} Hz is outside {MIN_RATE}..{MAX_RATE} Hz; "
-                         "resample the recording (or fix its header)")
-    if a.shape[-1] == 0:
-        raise CusepError("the audio is empty (zero samples); give a recording with sound")
-    if a.shape[0] > a.shape[1] and a.shape[1] <= 8:
+    check_rate(sample_rate)
+    if 0 < a.shape[1] < a.shape[0] and a.shape[1] <= 8:
         raise CusepError(f"audio of shape {a.shape} looks like (samples, channels); cusep takes "
                          "(channels, samples): pass audio.T")
-    min_len = int(math.ceil(n_fft * sample_rate / model_rate))
-    if a.shape[-1] < min_len:
-        raise CusepError(
-            f"the audio is too short ({a.shape[-1]} samples at {sample_rate} Hz); "
-            f"cusep needs at least {min_len} samples "
-            f"(one STFT frame, {n_fft / model_rate * 1000:.0f} ms)"
-        )
+    _check_length(a.shape[-1], sample_rate, n_fft, model_rate)
     if not np.isfinite(a).all():
         raise CusepError("the audio contains NaN or infinite samples; repair or re-export it")
     return a

@@ -15,7 +15,9 @@ from cusep.audio import (
     AUDIO_EXTENSIONS,
     FORMAT_EXTENSIONS,
     AudioInfo,
+    StreamResampler,
     info,
+    open_audio,
     read_audio,
     resample,
     to_mono,
@@ -410,3 +412,50 @@ def test_audio_writer_streams_like_write_audio_and_cleans_up(tmp_path):
     writer.abort()
     assert existing.read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["blocks.wav", "keep.wav", "whole.wav"]
+
+
+# ----------------------------------------------------------------------------- streaming reads
+
+
+@pytest.mark.parametrize(("orig", "target", "tol"), [
+    (44100, 11025, 1e-6), (48000, 11025, 1e-6), (8000, 11025, 1e-6), (96000, 22050, 1e-6),
+    (11025, 11025, 0.0), (44101, 11025, 2e-3),  # the last: the FFT path (coprime rates)
+])
+def test_stream_resampler_matches_the_whole_signal(orig, target, tol):
+    rng = np.random.default_rng(orig)
+    seconds = 8 if tol > 1e-5 else 3  # the FFT path holds 2 s of context on each side
+    x = noise(2, seconds * orig + 37, seed=orig) * 0.3
+    whole = resample(x, orig, target)
+    r = StreamResampler(orig, target, min_segment=4096)
+    parts, i = [], 0
+    while i < x.shape[1]:
+        k = int(rng.integers(1, 30000))
+        parts.append(r.push(x[:, i:i + k]))
+        i += k
+    parts.append(r.flush())
+    assert max(p.shape[-1] for p in parts) < whole.shape[-1]  # output came out as it went
+    streamed = np.concatenate(parts, axis=-1)
+    assert streamed.shape == whole.shape
+    np.testing.assert_allclose(streamed, whole, rtol=0, atol=tol)
+
+
+@pytest.mark.parametrize("name", ["s.wav", "s.flac", "s.m4a"])
+def test_open_audio_blocks_and_spans(tmp_path, name):
+    x = sines(2, 22050, 2.0, amp=0.4)
+    path = tmp_path / name
+    if name.endswith(".m4a"):
+        make_container(path, x, 22050, "aac", video=False)
+    else:
+        sf.write(path, x.T, 22050)
+    whole, rate = read_audio(path)
+    source = open_audio(path)
+    assert (source.sample_rate, source.channels) == (22050, 2) and rate == 22050
+    blocks = list(source.blocks(size=3000))
+    assert all(b.shape[0] == 2 and 0 < b.shape[1] <= 3000 for b in blocks)
+    np.testing.assert_array_equal(np.concatenate(blocks, axis=1), whole)
+    span = np.concatenate(list(source.blocks(size=777, start=5000, stop=17000)), axis=1)
+    np.testing.assert_array_equal(span, whole[:, 5000:17000])
+    tail = np.concatenate(list(source.blocks(start=whole.shape[1] - 10, stop=10**9)), axis=1)
+    np.testing.assert_array_equal(tail, whole[:, -10:])
+    with pytest.raises(CusepError, match=r"no audio samples after .* earlier start"):
+        list(source.blocks(start=whole.shape[1] + 100))

@@ -127,6 +127,41 @@ def test_iter_blocks_concatenate_to_separate(short_model_dir, make_signal):
     np.testing.assert_array_equal(joined[1, 0], stems["tpt"])
 
 
+@pytest.mark.parametrize(("rate", "channels"), [(44100, 2), (11025, 1), (48000, 3)])
+def test_streamed_input_gives_the_array_result(short_model_dir, make_signal, rate, channels):
+    sep = short_sep(short_model_dir, batch_size=2)
+    x = make_signal(rate, 7.3, channels, seed=3)
+    whole = np.concatenate(list(sep.iter_blocks(x, rate, ["vn", "vc"], rest=True)), axis=-1)
+    pulled: list[int] = []
+
+    def blocks(size: int = 5003):
+        for i in range(0, x.shape[-1], size):
+            pulled.append(i + size)
+            yield x[:, i:i + size]
+
+    out = sep.iter_blocks(blocks(), rate, ["vn", "vc"], rest=True)
+    first = next(out)
+    assert pulled[-1] < x.shape[-1]  # the first stems came before the input was all read
+    streamed = np.concatenate([first, *out], axis=-1)
+    np.testing.assert_array_equal(streamed, whole)
+
+
+def test_streamed_input_errors(sep, make_signal):
+    x = make_signal(11025, 12.0, 1, seed=4)
+    bad = x.copy()
+    bad[0, -5] = np.nan
+    with pytest.raises(CusepError, match="NaN"):
+        list(sep.iter_blocks((bad[:, i:i + 4096] for i in range(0, bad.shape[1], 4096)),
+                             11025, ["vn"]))
+    with pytest.raises(CusepError, match="too short"):
+        list(sep.iter_blocks(iter([x[:, :100], x[:, 100:200]]), 11025, ["vn"]))
+    with pytest.raises(CusepError, match="empty"):
+        list(sep.iter_blocks(iter([]), 11025, ["vn"]))
+    with pytest.raises(CusepError, match="one channel count"):
+        list(sep.iter_blocks(iter([x[:, :50000], np.zeros((2, 50000), np.float32)]),
+                             11025, ["vn"]))
+
+
 def test_blocks_are_yielded_progressively(short_model_dir, make_signal):
     sep = short_sep(short_model_dir, batch_size=1)
     calls: list[int] = []

@@ -13,7 +13,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from ..audio import AUDIO_EXTENSIONS, FORMAT_EXTENSIONS, AudioWriter, read_audio
+from ..audio import AUDIO_EXTENSIONS, FORMAT_EXTENSIONS, AudioSource, AudioWriter, open_audio
 from ..errors import CusepError
 from ..progress import progress_bar
 from ..separate import Separator, SeparatorConfig, is_auto, stem_names
@@ -33,6 +33,38 @@ class Output:
 
     def paths(self, path: Path, stems: tuple[str, ...]) -> dict[str, Path]:
         return output_paths(path, stems, self.folder, self.template, FORMAT_EXTENSIONS[self.fmt])
+
+
+@dataclass(frozen=True)
+class Span:
+    """The part of each input to separate (``--start``, ``--duration``, in seconds)."""
+
+    start: float = 0.0
+    duration: float | None = None
+
+    def __post_init__(self) -> None:
+        if not (self.start >= 0 and self.start < float("inf")):
+            raise CusepError(f"--start must be 0 or more seconds (got {self.start})")
+        if self.duration is not None and not (0 < self.duration < float("inf")):
+            raise CusepError(f"--duration must be more than 0 seconds (got {self.duration})")
+
+    def frames(self, source: AudioSource) -> tuple[int, int | None]:
+        """(first frame, stop frame or None for the end) in ``source``; CusepError when the
+        span starts past the end the file states."""
+        rate = source.sample_rate
+        start = round(self.start * rate)
+        if start and source.frames is not None and start >= source.frames:
+            raise CusepError(f"{source.path}: --start {self.start:g} s is past its end "
+                             f"({source.frames / rate:.2f} s); give an earlier start")
+        stop = None if self.duration is None else start + max(1, round(self.duration * rate))
+        return start, stop
+
+    def read(self, path: Path) -> tuple[np.ndarray, int]:
+        """The span of ``path`` decoded -> (audio (channels, n), sample rate)."""
+        source = open_audio(path)
+        start, stop = self.frames(source)
+        blocks = list(source.blocks(1 << 20, start=start, stop=stop))
+        return np.concatenate(blocks, axis=1), source.sample_rate
 
 
 @dataclass
@@ -140,6 +172,9 @@ def register(app: typer.Typer) -> None:
         overlap: float = typer.Option(0.25, "--overlap", help="Window overlap in [0, 1)."),
         batch_size: int = typer.Option(4, "--batch-size", help="Windows per network pass."),
         precision: str = typer.Option("auto", "--precision", help="auto | fp32 | bf16 | fp16."),
+        start: float = typer.Option(0.0, "--start", help="Separate from this many seconds on."),
+        duration: float = typer.Option(None, "--duration",
+                                       help="Separate this many seconds (default: to the end)."),
     ) -> None:
         """Separate recordings into one stem per instrument."""
         if fmt not in FORMAT_EXTENSIONS:
@@ -156,6 +191,10 @@ def register(app: typer.Typer) -> None:
         if rest and boxes is not None:
             raise CusepError("--rest is for audio with a partial --instruments list; with "
                              "--boxes every player gets a stem, so leave --rest out")
+        span = Span(start, duration)
+        if boxes is not None and span != Span():
+            raise CusepError("--start and --duration are for audio inputs; with --boxes the "
+                             "whole video is separated (cut it first, e.g. with ffmpeg)")
         files = collect_inputs(inputs, exclude=out)
         if boxes is not None and len(files) != 1:
             raise CusepError(f"--boxes describes the players of one video, but {len(files)} "
@@ -172,7 +211,7 @@ def register(app: typer.Typer) -> None:
             return
         outcomes: list[Outcome] = []
         if is_auto(instruments):
-            codes_of = _detect_all(files, sep, detector, outcomes)
+            codes_of = _detect_all(files, sep, detector, outcomes, span)
             shown = "auto"
         else:
             codes = sep.check_instruments(instruments)
@@ -191,7 +230,8 @@ def register(app: typer.Typer) -> None:
                              "choose a writable --out") from None
         try:
             for f, paths in plan.items():
-                outcomes.append(_one(sep, f, codes_of[f], paths, fmt, clip, force, rest, out))
+                outcomes.append(_one(sep, f, codes_of[f], paths, fmt, clip, force, rest, out,
+                                     span))
         except KeyboardInterrupt:
             done = sum(o.status == "ok" for o in outcomes)
             console.print(f"interrupted: {done} of {len(plan)} input(s) separated and kept; "
@@ -206,7 +246,7 @@ def register(app: typer.Typer) -> None:
 
 
 def _detect_all(files: list[Path], sep: Separator, detector: str | None,
-                outcomes: list[Outcome]) -> dict[Path, tuple[str, ...]]:
+                outcomes: list[Outcome], span: Span) -> dict[Path, tuple[str, ...]]:
     """Detect the instruments of every file (printing them with their confidences) -> the
     files with detections and their codes; the others become failed ``outcomes``. Raises when
     no file has any instrument, before anything is written."""
@@ -217,7 +257,7 @@ def _detect_all(files: list[Path], sep: Separator, detector: str | None,
     codes_of: dict[Path, tuple[str, ...]] = {}
     for path in files:
         try:
-            audio, rate = read_audio(path)
+            audio, rate = span.read(path)
             result = det.detect(audio, rate)
         except (CusepError, OSError) as exc:
             detail = str(exc).removeprefix(f"{path}: ")
@@ -260,7 +300,8 @@ def _check_collisions(plan: dict[Path, dict[str, Path]], template: str) -> None:
 
 
 def _one(sep: Separator, path: Path, codes: tuple[str, ...], paths: dict[str, Path], fmt: str,
-         clip: str, force: bool, rest: bool, out: Path) -> Outcome:
+         clip: str, force: bool, rest: bool, out: Path, span: Span) -> Outcome:
+    """Separate one input (the ``span`` of it), streaming it from the file to the stems."""
     existing = [p for p in paths.values() if p.exists()]
     if existing and not force:
         console.print(f"skip {escape(str(path))}: {escape(str(existing[0]))} exists "
@@ -268,16 +309,20 @@ def _one(sep: Separator, path: Path, codes: tuple[str, ...], paths: dict[str, Pa
         return Outcome(path, "skipped", f"{existing[0]} exists")
     start = time.perf_counter()
     try:
-        audio, rate = read_audio(path)
-        with claimed(paths.values(), out), file_progress(path.name, audio.shape[-1]) as update:
-            blocks = sep.iter_blocks(audio, rate, codes, progress=update, rest=rest)
-            scale = write_stems(blocks, paths, rate, audio.shape[0], fmt, clip)
+        source = open_audio(path)
+        first, stop = span.frames(source)
+        rate = source.sample_rate
+        expected = max((source.frames or 0) if stop is None else stop, first) - first
+        with claimed(paths.values(), out), file_progress(path.name, expected) as update:
+            blocks = sep.iter_blocks(source.blocks(start=first, stop=stop), rate, codes,
+                                     progress=update, rest=rest, total=expected)
+            scale, frames = write_stems(blocks, paths, rate, source.channels, fmt, clip)
     except (CusepError, OSError) as exc:
         detail = str(exc).removeprefix(f"{path}: ")  # audio errors already name the file
         fail(f"{path}: {detail}")
         return Outcome(path, "failed", detail, time.perf_counter() - start)
     seconds = time.perf_counter() - start
-    duration = audio.shape[-1] / rate
+    duration = frames / rate
     if scale != 1.0:
         console.print(f"[yellow]note:[/] stems of {escape(str(path))} exceed full scale (peak "
                       f"{1 / scale:.2f}): all divided by {1 / scale:.2f}, so they still sum to "
@@ -301,13 +346,13 @@ def file_progress(name: str, total: int) -> Iterator[Callable[[int, int], None]]
 
 
 def write_stems(blocks: Iterator[np.ndarray], paths: dict[str, Path], rate: int,
-                channels: int, fmt: str, clip: str) -> float:
+                channels: int, fmt: str, clip: str) -> tuple[float, int]:
     """Stream the separator's blocks (K, channels, n) into one atomic writer per stem; if
     anything fails, no temp file remains and the stems this call created are removed.
 
-    Returns the factor every stem was divided by (1.0: none): with ``clip="rescale"``, stems
-    that exceed full scale in an integer format are all divided by their common peak, so they
-    still sum to the input, scaled."""
+    Returns the factor every stem was divided by (1.0: none) and the frames written: with
+    ``clip="rescale"``, stems that exceed full scale in an integer format are all divided by
+    their common peak, so they still sum to the input, scaled."""
     writers: list[AudioWriter] = []
     created: list[Path] = []
     try:
@@ -323,7 +368,7 @@ def write_stems(blocks: Iterator[np.ndarray], paths: dict[str, Path], rate: int,
             scale = writer.finish(peak=peak)
             if is_new:
                 created.append(writer.path)
-        return scale
+        return scale, writers[0].frames
     except BaseException:
         for writer in writers:
             writer.abort()
