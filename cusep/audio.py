@@ -63,18 +63,22 @@ FORMAT_EXTENSIONS: dict[str, str] = {
     "float32": "wav",
     "flac": "flac",
     "flac24": "flac",
+    "mp3": "mp3",
     "wav": "wav",
 }
-# fmt -> (libsndfile container, subtype, integer bits or None for float).
+# fmt -> (libsndfile container, subtype, integer bits or None for float samples).
 _FORMATS: dict[str, tuple[str, str, int | None]] = {
     "wav16": ("WAV", "PCM_16", 16),
     "wav24": ("WAV", "PCM_24", 24),
     "float32": ("WAV", "FLOAT", None),
     "flac": ("FLAC", "PCM_16", 16),
     "flac24": ("FLAC", "PCM_24", 24),
+    "mp3": ("MP3", "MPEG_LAYER_III", None),
 }
 _ALIASES = {"wav": "wav16"}
-_FLAC_MAX_CHANNELS = 8
+_LOSSY = frozenset({"mp3"})  # cannot be read back as written: encoded once, at the end
+#: Constant bitrates (kbit/s) ``--format mp3`` can be asked for; 320 is the default.
+MP3_BITRATES = (64, 80, 96, 112, 128, 160, 192, 224, 256, 320)
 
 # FFmpeg demuxers of raw elementary streams: their stated duration is a bitrate estimate.
 _RAW_DEMUXERS = frozenset({"aac", "mp3", "ac3", "eac3", "dts", "truehd", "loas"})
@@ -354,117 +358,260 @@ def info(path: str | Path) -> AudioInfo:
 # ----------------------------------------------------------------------------- writing
 
 
-def _prepare(
-    audio: np.ndarray, path: Path, bits: int | None, clip: str, max_channels: int = 64
-) -> np.ndarray:
-    """Validate and convert to what soundfile writes: (samples, channels) float32 or int.
-
-    More than ``max_channels`` rows is taken for a (samples, channels) array passed the wrong
-    way round; callers that know the channel count pass it."""
+def _as_block(audio: np.ndarray | torch.Tensor, path: Path, channels: int | None) -> np.ndarray:
+    """Samples to write -> float32 (channels, n), checked: shape, finite values."""
     if isinstance(audio, torch.Tensor):
         audio = audio.detach().cpu().numpy()
-    a = np.asarray(audio)
+    a = np.asarray(audio, dtype=np.float32)
     if a.ndim == 1:
         a = a[None]
-    if a.ndim != 2 or a.shape[0] > max_channels:
-        raise ValueError(f"audio must be (channels, samples); got shape {a.shape}")
-    if a.shape[1] == 0:
-        raise CusepError(f"{path}: refusing to write zero-length audio; check the input signal")
-    a = a.astype(np.float64 if bits else np.float32, copy=False)
+    if a.ndim != 2 or (channels is not None and a.shape[0] != channels):
+        want = f"({channels}, samples)" if channels is not None else "(channels, samples)"
+        raise ValueError(f"audio must be {want}; got shape {a.shape}")
     if not np.isfinite(a).all():
-        raise CusepError(
-            f"{path}: audio to write contains NaN or infinite values; nothing was written "
-            "(check the input and model output)"
-        )
-    peak = float(np.abs(a).max())
-    if peak > 1.0:
-        if clip == "rescale":
-            log.info("%s: peak %.3f > 1, scaled by %.4f to avoid clipping", path, peak, 1 / peak)
-            a = a / peak
-        elif clip == "clamp":
-            a = np.clip(a, -1.0, 1.0)
-        elif bits:  # clip == "none"
-            raise CusepError(
-                f"{path}: samples reach {peak:.3f}, outside [-1, 1], which {bits}-bit audio "
-                "cannot hold; use clip='rescale' or 'clamp', or the float32 format"
-            )
+        raise CusepError(f"{path}: audio to write contains NaN or infinite values; nothing was "
+                         "written (check the input and model output)")
+    return a
+
+
+def _encode(a: np.ndarray, bits: int | None, clamp: bool) -> np.ndarray:
+    """float (channels, n) -> what soundfile writes, (n, channels): float32, or integers
+    quantised here (x * 2^(bits-1), rounded, clamped) so that reading back as float (libsndfile
+    divides by 2^(bits-1)) gives the input within half a step."""
+    if clamp:
+        a = np.clip(a, -1.0, 1.0)
     if bits is None:
         return np.ascontiguousarray(a.T, dtype=np.float32)
-    # Quantise here (x * 2^(bits-1), rounded, clamped) so that reading back as float
-    # (libsndfile divides by 2^(bits-1)) gives the input within half a step.
     scale = float(2 ** (bits - 1))
-    q = np.clip(np.rint(a * scale), -scale, scale - 1)
+    q = np.clip(np.rint(a.astype(np.float64) * scale), -scale, scale - 1)
     if bits == 16:
         return np.ascontiguousarray(q.T, dtype=np.int16)
     return np.ascontiguousarray(q.T, dtype=np.int32) << (32 - bits)  # top bits of int32
 
 
+def _cannot_write(path: Path, e: BaseException) -> CusepError:
+    if isinstance(e, OSError):
+        return CusepError(f"{path}: cannot write ({e.strerror or e}); choose a writable output "
+                          "folder with free space")
+    return CusepError(f"{path}: cannot write ({e}); free some disk space or choose another "
+                      "output folder")
+
+
+class AudioWriter:
+    """Write a signal block by block, atomically, in bounded memory.
+
+    Blocks (channels, n) are encoded straight into ``fmt`` in a temp file beside ``path``;
+    :meth:`finish` syncs it to disk and renames it into place. ``fmt``: "wav16", "wav24",
+    "float32" (float wav), "flac" (16-bit), "flac24", "mp3" (``bitrate`` kbit/s, constant; the
+    encoder caps it at what the sample rate allows); "wav" means "wav16".
+
+    Samples beyond full scale, which integer formats and mp3 cannot hold: ``clip="rescale"``
+    divides the whole signal by its peak (or by the common peak :meth:`finish` is given: the
+    stems of one track, which must keep their sum), so from the first such block the writer
+    keeps float samples in a spill file and converts them at the end; ``"clamp"`` clips;
+    ``"none"`` refuses them (float formats keep every level). mp3 is always encoded at the end,
+    from a float spill (a lossy file cannot be read back as written). :meth:`abort` (or an
+    exception inside ``with``) removes every temp file; an existing file at ``path`` is only
+    ever replaced by a complete one.
+    """
+
+    CHUNK = 1 << 18
+
+    def __init__(self, path: str | Path, sample_rate: int, channels: int, fmt: str = "wav16",
+                 *, clip: Literal["rescale", "clamp", "none"] = "rescale",
+                 bitrate: int | None = None) -> None:
+        self.path = path = Path(path)
+        key = _ALIASES.get(fmt, fmt)
+        if key not in _FORMATS:
+            raise CusepError(f"{path}: unknown output format {fmt!r}; choose one of "
+                             f"{', '.join(FORMAT_EXTENSIONS)}")
+        if clip not in ("rescale", "clamp", "none"):
+            raise ValueError(f"clip must be 'rescale', 'clamp' or 'none', not {clip!r}")
+        if isinstance(sample_rate, bool) or int(sample_rate) != sample_rate or sample_rate <= 0:
+            raise ValueError(f"sample_rate must be a positive integer, not {sample_rate!r}")
+        if bitrate is not None and (key != "mp3" or bitrate not in MP3_BITRATES):
+            raise CusepError(f"{path}: a bitrate is for --format mp3, one of "
+                             f"{', '.join(map(str, MP3_BITRATES))} kbit/s (got {bitrate})")
+        ext = "." + FORMAT_EXTENSIONS[key]
+        suffix = path.suffix.lower()
+        if suffix in AUDIO_EXTENSIONS and suffix != ext:
+            raise CusepError(f"{path}: format {fmt!r} writes {ext} files, not {suffix}; "
+                             f"name the file {path.with_suffix(ext).name} or choose another "
+                             "format")
+        container, self._subtype, self._bits = _FORMATS[key]
+        self._container = container
+        limit = {"FLAC": 8, "MP3": 2}.get(container)
+        if limit is not None and channels > limit:
+            raise CusepError(f"{path}: {container} holds at most {limit} channels, not "
+                             f"{channels}; use a wav format")
+        if path.is_dir():
+            raise CusepError(f"{path}: is a folder; give a file name for the output")
+        self.fmt, self.clip, self.rate, self.channels = key, clip, int(sample_rate), channels
+        self._options = ({} if key != "mp3" else
+                         {"bitrate_mode": "CONSTANT",
+                          "compression_level": (320 - (bitrate or 320)) / 288})
+        self.peak, self.frames = 0.0, 0
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise CusepError(f"{path}: cannot create output folder {path.parent} "
+                             f"({e.strerror}); choose a writable output folder") from e
+        stem = path.parent / f".{path.name}.{uuid.uuid4().hex[:8]}"
+        self._tmp, self._spill_path, self._final = (stem.with_suffix(s) for s in
+                                                    (".part", ".spill", ".tmp"))
+        self._spill: sf.SoundFile | None = None
+        self._file = self._sink = None
+        if key in _LOSSY:
+            self._spill = self._open_spill()
+        else:
+            self._file, self._sink = self._open(self._tmp)
+
+    @property
+    def holds_any_level(self) -> bool:
+        """True for float formats, which keep samples above full scale as they are."""
+        return self._bits is None and self.fmt not in _LOSSY
+
+    def _open(self, target: Path) -> tuple[object, sf.SoundFile]:
+        """The final format, encoding into ``target`` (a new file) -> (file, sound file)."""
+        f = None
+        try:
+            f = open(target, "xb")
+            return f, sf.SoundFile(f, "w", self.rate, self.channels, self._subtype, None,
+                                   self._container, **self._options)
+        except (sf.SoundFileError, RuntimeError, OSError) as e:
+            if f is not None:
+                f.close()
+            target.unlink(missing_ok=True)
+            raise _cannot_write(self.path, e) from None
+
+    def _open_spill(self) -> sf.SoundFile:
+        try:
+            return sf.SoundFile(str(self._spill_path), "w", self.rate, self.channels, "FLOAT",
+                                None, "WAV")
+        except (sf.SoundFileError, RuntimeError, OSError) as e:
+            raise _cannot_write(self.path, e) from None
+
+    def _start_spill(self) -> None:
+        """From now on keep float samples: copy what was encoded so far into the spill."""
+        spill = self._spill = self._open_spill()
+        self._sink.close()
+        self._file.close()
+        self._sink = self._file = None
+        if self.frames:
+            for chunk in sf.blocks(str(self._tmp), blocksize=self.CHUNK, dtype="float32",
+                                   always_2d=True):
+                spill.write(chunk)
+        self._tmp.unlink(missing_ok=True)
+
+    def write(self, block: np.ndarray | torch.Tensor) -> None:
+        """Append float samples (channels, n)."""
+        b = _as_block(block, self.path, self.channels)
+        if not b.shape[1]:
+            return
+        peak = float(np.abs(b).max())
+        self.peak = max(self.peak, peak)
+        try:
+            if peak > 1.0 and not self.holds_any_level:
+                if self.clip == "none":
+                    raise CusepError(
+                        f"{self.path}: samples reach {peak:.3f}, outside [-1, 1], which "
+                        f"{self.fmt} cannot hold; use clip='rescale' or 'clamp', or the float32 "
+                        "format")
+                if self.clip == "rescale" and self._spill is None:
+                    self._start_spill()
+            if self._spill is not None:
+                self._spill.write(b.T)
+            else:
+                self._sink.write(_encode(b, self._bits, self.clip == "clamp"))
+        except (sf.SoundFileError, RuntimeError, OSError) as e:
+            raise _cannot_write(self.path, e) from None
+        self.frames += b.shape[1]
+
+    def finish(self, peak: float | None = None) -> float:
+        """Complete the file and rename it into place -> the factor applied.
+
+        With ``clip="rescale"`` a format that cannot hold samples beyond full scale is divided
+        by ``peak`` (default: this signal's own) when it exceeds 1; pass the common peak of
+        signals that must keep their sum (the stems of one track)."""
+        try:
+            if self.frames == 0:
+                raise CusepError(f"{self.path}: refusing to write zero-length audio; "
+                                 "check the input signal")
+            peak = self.peak if peak is None else peak
+            rescale = self.clip == "rescale" and peak > 1.0 and not self.holds_any_level
+            scale = 1.0 / peak if rescale else 1.0
+            if self._spill is None and scale == 1.0:
+                self._close_sink()
+                os.replace(self._tmp, self.path)
+                return scale
+            if self._spill is not None:
+                self._spill.close()
+                source = self._spill_path
+            else:
+                self._sink.close()
+                self._file.close()
+                source = self._tmp
+            self._file, self._sink = self._open(self._final)
+            for chunk in sf.blocks(str(source), blocksize=self.CHUNK, dtype="float32",
+                                   always_2d=True):
+                self._sink.write(_encode(chunk.T * np.float32(scale), self._bits,
+                                         self.clip == "clamp" or rescale))
+            self._close_sink()
+            os.replace(self._final, self.path)
+            return scale
+        except (sf.SoundFileError, RuntimeError, OSError) as e:
+            raise _cannot_write(self.path, e) from None
+        finally:
+            self.abort()
+
+    def _close_sink(self) -> None:
+        """Finish encoding and sync the file to disk (one fsync per file)."""
+        self._sink.close()
+        self._file.flush()
+        os.fsync(self._file.fileno())
+        self._file.close()
+
+    def abort(self) -> None:
+        """Remove the temp files (the destination is never touched)."""
+        for handle in (self._sink, self._spill, self._file):
+            if handle is not None and not handle.closed:
+                try:
+                    handle.close()
+                except (sf.SoundFileError, RuntimeError, OSError):
+                    pass
+        for p in (self._tmp, self._spill_path, self._final):
+            p.unlink(missing_ok=True)
+
+    def __enter__(self) -> AudioWriter:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is not None:
+            self.abort()
+
+
 def write_audio(
     path: str | Path,
-    audio: np.ndarray,
+    audio: np.ndarray | torch.Tensor,
     sample_rate: int,
     fmt: str = "wav16",
     *,
     clip: Literal["rescale", "clamp", "none"] = "rescale",
+    bitrate: int | None = None,
 ) -> None:
-    """Write ``audio`` (channels, samples) atomically: a temp file in the same folder, renamed.
+    """Write ``audio`` (channels, samples) atomically (:class:`AudioWriter`, one block).
 
-    ``fmt``: "wav16", "wav24", "float32" (float wav), "flac" (16-bit), "flac24"; "wav" means
-    "wav16". Samples outside [-1, 1]: ``clip="rescale"`` divides the whole signal by its peak,
-    ``"clamp"`` clips, ``"none"`` writes float formats as they are and refuses integer ones.
     On any error an existing file at ``path`` is left untouched and no temp file remains.
     """
     path = Path(path)
-    key = _ALIASES.get(fmt, fmt)
-    if key not in _FORMATS:
-        raise CusepError(
-            f"{path}: unknown output format {fmt!r}; choose one of {', '.join(FORMAT_EXTENSIONS)}"
-        )
-    if clip not in ("rescale", "clamp", "none"):
-        raise ValueError(f"clip must be 'rescale', 'clamp' or 'none', not {clip!r}")
-    if isinstance(sample_rate, bool) or int(sample_rate) != sample_rate or sample_rate <= 0:
-        raise ValueError(f"sample_rate must be a positive integer, not {sample_rate!r}")
-    container, subtype, bits = _FORMATS[key]
-    ext = "." + FORMAT_EXTENSIONS[key]
-    suffix = path.suffix.lower()
-    if suffix in AUDIO_EXTENSIONS and suffix != ext:
-        raise CusepError(
-            f"{path}: format {fmt!r} writes {ext} files, not {suffix}; "
-            f"name the file {path.with_suffix(ext).name} or choose another format"
-        )
-    data = _prepare(audio, path, bits, clip)
-    if container == "FLAC" and data.shape[1] > _FLAC_MAX_CHANNELS:
-        raise CusepError(
-            f"{path}: FLAC holds at most {_FLAC_MAX_CHANNELS} channels, not {data.shape[1]}; "
-            "use a wav format"
-        )
-    if path.is_dir():
-        raise CusepError(f"{path}: is a folder; give a file name for the output")
-    folder = path.parent
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise CusepError(
-            f"{path}: cannot create output folder {folder} ({e.strerror}); "
-            "choose a writable output folder"
-        ) from e
-    tmp = folder / f".{path.name}.{uuid.uuid4().hex[:8]}.tmp"
-    try:
-        with open(tmp, "xb") as f:
-            sf.write(f, data, int(sample_rate), format=container, subtype=subtype)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException as e:
-        tmp.unlink(missing_ok=True)
-        if isinstance(e, OSError):
-            raise CusepError(
-                f"{path}: cannot write ({e.strerror or e}); choose a writable output folder "
-                "with free space"
-            ) from e
-        if isinstance(e, (sf.SoundFileError, RuntimeError)):
-            raise CusepError(f"{path}: writing failed ({e}); check the output folder") from e
-        raise
+    a = _as_block(audio, path, None)
+    if a.shape[0] > 64:
+        raise ValueError(f"audio must be (channels, samples); got shape {a.shape}")
+    if a.shape[1] == 0:
+        raise CusepError(f"{path}: refusing to write zero-length audio; check the input signal")
+    with AudioWriter(path, sample_rate, a.shape[0], fmt, clip=clip, bitrate=bitrate) as writer:
+        writer.write(a)
+        writer.finish()
 
 
 # ----------------------------------------------------------------------------- signals
@@ -622,110 +769,3 @@ class StreamResampler:
         y = np.concatenate(parts, axis=-1) if parts else np.zeros((*lead, 0), np.float32)
         self._made += y.shape[-1]
         return y
-
-
-
-
-class AudioWriter:
-    """Write a long signal block by block, atomically, in bounded memory.
-
-    Blocks (channels, n) go to a float32 temp file beside ``path``; :meth:`finish` converts it in
-    chunks to ``fmt`` (dividing by the global peak when ``clip="rescale"``), then renames it into
-    place. :meth:`abort` (or an exception inside ``with``) removes every temp file.
-    """
-
-    CHUNK = 1 << 18
-
-    def __init__(self, path: str | Path, sample_rate: int, channels: int, fmt: str = "wav16",
-                 *, clip: Literal["rescale", "clamp", "none"] = "rescale") -> None:
-        self.path = Path(path)
-        key = _ALIASES.get(fmt, fmt)
-        if key not in _FORMATS:
-            raise CusepError(f"{self.path}: unknown output format {fmt!r}; choose one of "
-                             f"{', '.join(FORMAT_EXTENSIONS)}")
-        self.fmt, self.clip, self.rate, self.channels = key, clip, int(sample_rate), channels
-        self.peak, self.frames = 0.0, 0
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as e:
-            raise CusepError(f"{self.path}: cannot create output folder {self.path.parent} "
-                             f"({e.strerror}); choose a writable output folder") from e
-        self._tmp = self.path.parent / f".{self.path.name}.{uuid.uuid4().hex[:8]}.part"
-        self._final = self._tmp.with_suffix(".tmp")
-        try:
-            self._file = sf.SoundFile(str(self._tmp), "w", self.rate, channels, "FLOAT", None,
-                                      "WAV")
-        except (sf.SoundFileError, RuntimeError, OSError) as e:
-            raise CusepError(f"{self.path}: cannot write ({e}); choose a writable output "
-                             "folder with free space") from e
-
-    def write(self, block: np.ndarray) -> None:
-        """Append float samples (channels, n)."""
-        b = np.asarray(block, dtype=np.float32)
-        if not np.isfinite(b).all():
-            raise CusepError(f"{self.path}: audio to write contains NaN or infinite values; "
-                             "nothing was written (check the input and model output)")
-        if b.size:
-            self.peak = max(self.peak, float(np.abs(b).max()))
-        try:
-            self._file.write(b.T)
-        except (sf.SoundFileError, RuntimeError, OSError) as e:
-            raise CusepError(f"{self.path}: cannot write ({e}); free some disk space or "
-                             "choose another output folder") from None
-        self.frames += b.shape[-1]
-
-    @property
-    def holds_any_level(self) -> bool:
-        """True for float formats, which keep samples above full scale as they are."""
-        return _FORMATS[self.fmt][2] is None
-
-    def finish(self, peak: float | None = None) -> float:
-        """Convert to the final format and rename into place -> the factor applied.
-
-        With ``clip="rescale"`` an integer format is divided by ``peak`` (default: this
-        signal's own) when it exceeds full scale; pass the common peak of signals that must keep
-        their sum (the stems of one track). Float formats are never rescaled."""
-        self._file.close()
-        if self.frames == 0:
-            self.abort()
-            raise CusepError(f"{self.path}: refusing to write zero-length audio; "
-                             "check the input signal")
-        container, subtype, bits = _FORMATS[self.fmt]
-        peak = self.peak if peak is None else peak
-        rescale = self.clip == "rescale" and peak > 1.0 and not self.holds_any_level
-        scale = 1.0 / peak if rescale else 1.0
-        keep = self.clip == "none" or (self.clip == "rescale" and self.holds_any_level)
-        clip = "none" if keep else "clamp"
-        try:
-            with open(self._final, "xb") as f:
-                with sf.SoundFile(f, "w", self.rate, self.channels, subtype, None,
-                                  container) as dst:
-                    for chunk in sf.blocks(str(self._tmp), blocksize=self.CHUNK,
-                                           dtype="float32", always_2d=True):
-                        dst.write(_prepare(chunk.T * scale, self.path, bits, clip,
-                                           max_channels=self.channels))
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(self._final, self.path)
-            return scale
-        except OSError as e:
-            raise CusepError(f"{self.path}: cannot write ({e.strerror or e}); choose a "
-                             "writable output folder with free space") from e
-        except (sf.SoundFileError, RuntimeError) as e:
-            raise CusepError(f"{self.path}: writing failed ({e}); check the format and "
-                             "the output folder") from e
-        finally:
-            self.abort()
-
-    def abort(self) -> None:
-        """Remove the temp files (the destination is never touched)."""
-        self._file.close()
-        self._tmp.unlink(missing_ok=True)
-        self._final.unlink(missing_ok=True)
-
-    def __enter__(self) -> AudioWriter:
-        return self
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is not None:
-            self.abort()

@@ -157,6 +157,39 @@ def test_clip_policies(tmp_path):
     assert not (tmp_path / "n.flac").exists()
 
 
+@pytest.mark.parametrize("bitrate", [None, 128])
+def test_mp3_keeps_length_alignment_and_bitrate(tmp_path, bitrate):
+    x = sines(2, 44100, 3.0, amp=0.4)
+    path = tmp_path / "s.mp3"
+    write_audio(path, x, 44100, "mp3", bitrate=bitrate)
+    y, rate = read_audio(path)
+    assert rate == 44100 and y.shape == x.shape  # gapless: the exact length, not shifted
+    assert corr(y[0, 4410:-4410], x[0, 4410:-4410]) > 0.999
+    kbps = path.stat().st_size * 8 / 3.0 / 1000
+    assert abs(kbps - (bitrate or 320)) < 0.1 * (bitrate or 320)
+
+
+def test_writer_rescales_from_the_first_loud_block_and_by_a_common_peak(tmp_path):
+    from cusep.audio import AudioWriter
+
+    x = sines(1, 8000, 1.0, amp=0.5)
+    x[:, 6000:] *= 6.0  # loud only at the end: the quiet start was already encoded
+    with AudioWriter(tmp_path / "loud.wav", 8000, 1) as writer:
+        for i in range(0, 8000, 1000):
+            writer.write(x[:, i:i + 1000])
+        scale = writer.finish()
+    assert scale == pytest.approx(1 / 3.0, rel=1e-3)
+    np.testing.assert_allclose(read_audio(tmp_path / "loud.wav")[0], x * scale, atol=1 / 32768)
+    quiet = sines(1, 8000, 1.0, amp=0.5)
+    with AudioWriter(tmp_path / "quiet.flac", 8000, 1, "flac") as writer:
+        writer.write(quiet)
+        assert writer.finish(peak=2.0) == 0.5  # a louder stem of the same track sets it
+    # encoded once, re-read and scaled: two roundings, at most one step apart
+    np.testing.assert_allclose(read_audio(tmp_path / "quiet.flac")[0], quiet / 2,
+                               atol=1.01 / 32768)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["loud.wav", "quiet.flac"]
+
+
 def test_write_accepts_tensor_and_creates_folders(tmp_path):
     x = torch.from_numpy(sines(2, 8000, 0.1))
     path = tmp_path / "a" / "b" / "vn.flac"
@@ -197,8 +230,14 @@ def test_write_errors_name_the_file(tmp_path):
     blocker.write_text("a file where a folder should be")
     with pytest.raises(CusepError, match=r"not_a_folder.*writable output folder"):
         write_audio(blocker / "out.wav", x, 8000)
-    with pytest.raises(CusepError, match=r"out\.wav.*unknown output format 'mp3'"):
+    with pytest.raises(CusepError, match=r"out\.wav.*unknown output format 'ogg'"):
+        write_audio(tmp_path / "out.wav", x, 8000, "ogg")
+    with pytest.raises(CusepError, match=r"out\.wav.*writes \.mp3 files"):
         write_audio(tmp_path / "out.wav", x, 8000, "mp3")
+    with pytest.raises(CusepError, match=r"x\.mp3.*at most 2 channels"):
+        write_audio(tmp_path / "x.mp3", sines(3, 8000, 0.01), 8000, "mp3")
+    with pytest.raises(CusepError, match=r"bitrate is for --format mp3, one of 64"):
+        write_audio(tmp_path / "x.mp3", x, 8000, "mp3", bitrate=100)
     with pytest.raises(CusepError, match=r"out\.wav.*writes \.flac files"):
         write_audio(tmp_path / "out.wav", x, 8000, "flac")
     with pytest.raises(CusepError, match=r"empty\.wav.*zero-length"):
@@ -384,7 +423,7 @@ def test_extension_tables():
         assert ext in AUDIO_EXTENSIONS
     assert ".txt" not in AUDIO_EXTENSIONS
     assert FORMAT_EXTENSIONS == {"wav16": "wav", "wav24": "wav", "float32": "wav",
-                                 "flac": "flac", "flac24": "flac", "wav": "wav"}
+                                 "flac": "flac", "flac24": "flac", "mp3": "mp3", "wav": "wav"}
 
 
 def test_audio_writer_streams_like_write_audio_and_cleans_up(tmp_path):

@@ -13,7 +13,14 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from ..audio import AUDIO_EXTENSIONS, FORMAT_EXTENSIONS, AudioSource, AudioWriter, open_audio
+from ..audio import (
+    AUDIO_EXTENSIONS,
+    FORMAT_EXTENSIONS,
+    MP3_BITRATES,
+    AudioSource,
+    AudioWriter,
+    open_audio,
+)
 from ..errors import CusepError
 from ..progress import progress_bar
 from ..separate import Separator, SeparatorConfig, is_auto, stem_names
@@ -30,6 +37,7 @@ class Output:
     fmt: str
     clip: str
     force: bool
+    bitrate: int | None = None
 
     def paths(self, path: Path, stems: tuple[str, ...]) -> dict[str, Path]:
         return output_paths(path, stems, self.folder, self.template, FORMAT_EXTENSIONS[self.fmt])
@@ -154,7 +162,9 @@ def register(app: typer.Typer) -> None:
         filename: str = typer.Option("{track}/{stem}.{ext}", "--filename",
                                      help="Output path template: {track}, {stem}, {ext}."),
         fmt: str = typer.Option("wav16", "--format", "-f",
-                                help="wav16 | wav24 | float32 | flac."),
+                                help="wav16 | wav24 | float32 | flac | flac24 | mp3."),
+        bitrate: int = typer.Option(None, "--bitrate",
+                                    help="With --format mp3: kbit/s, constant (default 320)."),
         clip: str = typer.Option("rescale", "--clip-mode", help="rescale | clamp."),
         force: bool = typer.Option(False, "--force", help="Overwrite existing stems."),
         device: str = typer.Option("auto", "--device", "-d", help="auto | cpu | cuda | cuda:N."),
@@ -179,6 +189,11 @@ def register(app: typer.Typer) -> None:
         """Separate recordings into one stem per instrument."""
         if fmt not in FORMAT_EXTENSIONS:
             raise CusepError(f"unknown --format '{fmt}'; one of {', '.join(FORMAT_EXTENSIONS)}")
+        if bitrate is not None and fmt != "mp3":
+            raise CusepError("--bitrate is for --format mp3; leave it out for lossless formats")
+        if bitrate is not None and bitrate not in MP3_BITRATES:
+            raise CusepError(f"--bitrate {bitrate} is not an mp3 bitrate; use one of "
+                             f"{', '.join(map(str, MP3_BITRATES))}")
         if clip not in ("rescale", "clamp"):
             raise CusepError(f"unknown --clip-mode '{clip}'; rescale or clamp")
         if precision not in ("auto", "fp32", "bf16", "fp16"):
@@ -203,11 +218,11 @@ def register(app: typer.Typer) -> None:
                                  batch_size=batch_size, precision=precision, residual=not raw,
                                  mix_floor=mix_floor)
         sep = Separator(model, device=device, config=config)
+        output = Output(out, filename, fmt, clip, force, bitrate)
         if boxes is not None:
             from .separate_video import separate_players
 
-            separate_players(sep, files[0], boxes, instruments, detector, overlay,
-                             Output(out, filename, fmt, clip, force))
+            separate_players(sep, files[0], boxes, instruments, detector, overlay, output)
             return
         outcomes: list[Outcome] = []
         if is_auto(instruments):
@@ -219,8 +234,7 @@ def register(app: typer.Typer) -> None:
             shown = ", ".join(codes) + (" + rest" if rest else "")
         console.print(f"model [bold]{escape(sep.name)}[/] on [bold]{sep.device}[/] "
                       f"({sep.precision}), instruments {shown}, {len(codes_of)} file(s)")
-        plan = {f: output_paths(f, stem_names(codes_of[f], rest), out, filename,
-                                FORMAT_EXTENSIONS[fmt]) for f in codes_of}
+        plan = {f: output.paths(f, stem_names(codes_of[f], rest)) for f in codes_of}
         _check_collisions(plan, filename)
         made_out = not out.exists()
         try:
@@ -230,8 +244,7 @@ def register(app: typer.Typer) -> None:
                              "choose a writable --out") from None
         try:
             for f, paths in plan.items():
-                outcomes.append(_one(sep, f, codes_of[f], paths, fmt, clip, force, rest, out,
-                                     span))
+                outcomes.append(_one(sep, f, codes_of[f], paths, output, rest, span))
         except KeyboardInterrupt:
             done = sum(o.status == "ok" for o in outcomes)
             console.print(f"interrupted: {done} of {len(plan)} input(s) separated and kept; "
@@ -299,11 +312,11 @@ def _check_collisions(plan: dict[Path, dict[str, Path]], template: str) -> None:
             seen[p] = src
 
 
-def _one(sep: Separator, path: Path, codes: tuple[str, ...], paths: dict[str, Path], fmt: str,
-         clip: str, force: bool, rest: bool, out: Path, span: Span) -> Outcome:
+def _one(sep: Separator, path: Path, codes: tuple[str, ...], paths: dict[str, Path],
+         output: Output, rest: bool, span: Span) -> Outcome:
     """Separate one input (the ``span`` of it), streaming it from the file to the stems."""
     existing = [p for p in paths.values() if p.exists()]
-    if existing and not force:
+    if existing and not output.force:
         console.print(f"skip {escape(str(path))}: {escape(str(existing[0]))} exists "
                       "(use --force to overwrite)", soft_wrap=True)
         return Outcome(path, "skipped", f"{existing[0]} exists")
@@ -313,10 +326,11 @@ def _one(sep: Separator, path: Path, codes: tuple[str, ...], paths: dict[str, Pa
         first, stop = span.frames(source)
         rate = source.sample_rate
         expected = max((source.frames or 0) if stop is None else stop, first) - first
-        with claimed(paths.values(), out), file_progress(path.name, expected) as update:
+        with claimed(paths.values(), output.folder), \
+                file_progress(path.name, expected) as update:
             blocks = sep.iter_blocks(source.blocks(start=first, stop=stop), rate, codes,
                                      progress=update, rest=rest, total=expected)
-            scale, frames = write_stems(blocks, paths, rate, source.channels, fmt, clip)
+            scale, frames = write_stems(blocks, paths, rate, source.channels, output)
     except (CusepError, OSError) as exc:
         detail = str(exc).removeprefix(f"{path}: ")  # audio errors already name the file
         fail(f"{path}: {detail}")
@@ -346,7 +360,7 @@ def file_progress(name: str, total: int) -> Iterator[Callable[[int, int], None]]
 
 
 def write_stems(blocks: Iterator[np.ndarray], paths: dict[str, Path], rate: int,
-                channels: int, fmt: str, clip: str) -> tuple[float, int]:
+                channels: int, output: Output) -> tuple[float, int]:
     """Stream the separator's blocks (K, channels, n) into one atomic writer per stem; if
     anything fails, no temp file remains and the stems this call created are removed.
 
@@ -357,7 +371,8 @@ def write_stems(blocks: Iterator[np.ndarray], paths: dict[str, Path], rate: int,
     created: list[Path] = []
     try:
         for p in paths.values():
-            writers.append(AudioWriter(p, rate, channels, fmt, clip=clip))
+            writers.append(AudioWriter(p, rate, channels, output.fmt, clip=output.clip,
+                                       bitrate=output.bitrate))
         for block in blocks:
             for writer, stem in zip(writers, block, strict=True):
                 writer.write(stem)

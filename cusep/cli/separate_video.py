@@ -74,7 +74,7 @@ def separate_players(sep: Separator, path: Path, boxes: Path,
                          f"({exc.strerror or exc}); choose a writable --out") from None
     by_player = player_stems(plan, stems)
     block = [by_player[label] for label in labels]
-    write_stems(iter([block]), paths, video.rate, video.audio.shape[0], output.fmt, output.clip)
+    write_stems(iter([block]), paths, video.rate, video.audio.shape[0], output)
     if overlay is not None:
         from ..video import write_overlay
 
