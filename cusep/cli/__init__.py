@@ -78,9 +78,9 @@ def _register_all() -> None:
     """Add every sub-command to ``app``, once (``main`` may be called many times in-process)."""
     if app.registered_groups:  # the models and eval groups: everything is registered
         return
-    from . import detect, eval, models, separate, synth, train
+    from . import align, detect, eval, models, separate, synth, train
 
-    for module in (separate, detect, models, synth, train, eval):
+    for module in (separate, detect, align, models, synth, train, eval):
         module.register(app)
 
 

@@ -1,0 +1,252 @@
+"""Scores of what was recorded: MIDI and MusicXML files read into one note list per player.
+
+A :class:`Score` holds :class:`ScorePart` s, each with its instrument class (from
+``--instruments`` in part order, the part's MIDI program, or its name) and its notes in seconds
+of the score's own tempo. Parts of one instrument stay separate here (they are players);
+:meth:`Score.sources` merges them into one source per instrument, as separation does.
+MIDI files are read with mido, MusicXML (``.musicxml``, ``.mxl``, ``.xml``) with music21.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+
+from .errors import CusepError
+from .instruments import BY_CODE, CODES, InstrumentError, parse_instrument
+
+MIDI_SUFFIXES = (".mid", ".midi")
+XML_SUFFIXES = (".musicxml", ".mxl", ".xml")
+_BY_PROGRAM = {BY_CODE[c].program: c for c in CODES}
+# General MIDI programs of neighbouring patches -> the class they are played by
+_PROGRAM_FAMILY = {44: "vn", 45: "vn", 48: "vn", 49: "vn", 66: "sax", 67: "sax", 64: "sax",
+                   69: "hn", 72: "fl", 74: "fl", 75: "fl", 59: "tpt", 61: "hn"}
+
+
+@dataclass(frozen=True)
+class ScoreNote:
+    """One note: onset and offset in seconds, MIDI pitch."""
+
+    onset: float
+    offset: float
+    pitch: int
+
+
+@dataclass(frozen=True)
+class ScorePart:
+    """One player's part: its name in the file, MIDI program (None: not stated), instrument
+    class and notes sorted by onset."""
+
+    name: str
+    program: int | None
+    code: str
+    notes: tuple[ScoreNote, ...]
+
+
+@dataclass(frozen=True)
+class Score:
+    path: Path
+    parts: tuple[ScorePart, ...]
+
+    @property
+    def duration(self) -> float:
+        """Seconds until the last note ends."""
+        return max(n.offset for p in self.parts for n in p.notes)
+
+    def sources(self) -> dict[str, tuple[ScoreNote, ...]]:
+        """Instrument code -> the notes of all its parts (sorted by onset), in part order."""
+        out: dict[str, list[ScoreNote]] = {}
+        for part in self.parts:
+            out.setdefault(part.code, []).extend(part.notes)
+        return {c: tuple(sorted(notes, key=lambda n: (n.onset, n.pitch)))
+                for c, notes in out.items()}
+
+    def warped(self, warp) -> Score:
+        """Every onset and offset mapped through ``warp`` (seconds array -> seconds array)."""
+        parts = []
+        for part in self.parts:
+            times = np.array([(n.onset, n.offset) for n in part.notes], np.float64)
+            new = warp(times.reshape(-1)).reshape(-1, 2)
+            notes = tuple(ScoreNote(float(a), float(max(b, a + 1e-3)), n.pitch)
+                          for (a, b), n in zip(new, part.notes, strict=True))
+            parts.append(replace(part, notes=notes))
+        return replace(self, parts=tuple(parts))
+
+
+def _bad(path: Path, reason: str) -> CusepError:
+    return CusepError(f"{path}: {reason}")
+
+
+def _code_of(path: Path, name: str, program: int | None, index: int) -> str:
+    """The instrument class of a part, from its program or its name."""
+    if program is not None and program in _BY_PROGRAM:
+        return _BY_PROGRAM[program]
+    for candidate in (name, name.split()[0] if name.split() else ""):
+        try:
+            return parse_instrument(candidate.rstrip("0123456789 .").strip() or candidate)
+        except InstrumentError:
+            pass
+    if program is not None and program in _PROGRAM_FAMILY:
+        return _PROGRAM_FAMILY[program]
+    stated = f"MIDI program {program}" if program is not None else "no MIDI program"
+    raise _bad(path, f"part {index} ('{name or 'unnamed'}', {stated}) is not one of the 13 "
+                     f"instruments ({', '.join(CODES)}); name the parts' instruments in order "
+                     "with --instruments")
+
+
+def _read_midi(path: Path) -> list[tuple[str, int | None, list[ScoreNote]]]:
+    import mido
+
+    try:
+        mid = mido.MidiFile(str(path))
+    except (OSError, EOFError, ValueError, KeyError, IndexError) as e:
+        raise _bad(path, f"is not a readable MIDI file ({e}); give an intact .mid file") from e
+    # one part per (track, channel) with notes; times from the merged tempo map
+    parts: dict[tuple[int, int], dict] = {}
+    tempo_map: list[tuple[int, int]] = [(0, 500000)]  # (tick, microseconds per beat)
+    for track in mid.tracks:
+        tick = 0
+        for msg in track:
+            tick += msg.time
+            if msg.type == "set_tempo":
+                tempo_map.append((tick, msg.tempo))
+    tempo_map.sort()
+    ticks = np.array([t for t, _ in tempo_map], np.float64)
+    tempos = np.array([u for _, u in tempo_map], np.float64)
+    per_tick = tempos / 1e6 / max(mid.ticks_per_beat, 1)
+    starts = np.concatenate([[0.0], np.cumsum(np.diff(ticks) * per_tick[:-1])])
+
+    def seconds(tick: int) -> float:
+        k = int(np.searchsorted(ticks, tick, side="right")) - 1
+        return float(starts[k] + (tick - ticks[k]) * per_tick[k])
+
+    for t, track in enumerate(mid.tracks):
+        tick, name = 0, track.name.strip()
+        programs: dict[int, int] = {}
+        sounding: dict[tuple[int, int], list[int]] = {}
+        for msg in track:
+            tick += msg.time
+            if msg.type == "program_change":
+                programs[msg.channel] = msg.program
+            elif msg.type in ("note_on", "note_off"):
+                key = (msg.channel, msg.note)
+                if msg.type == "note_on" and msg.velocity > 0:
+                    sounding.setdefault(key, []).append(tick)
+                elif sounding.get(key):
+                    on = sounding[key].pop(0)
+                    part = parts.setdefault((t, msg.channel), {"name": name, "notes": []})
+                    part["program"] = programs.get(msg.channel)
+                    if msg.channel == 9:
+                        part["drums"] = True
+                    part["notes"].append(ScoreNote(seconds(on), seconds(tick), msg.note))
+    return [(p["name"], p.get("program"), p["notes"]) for _, p in sorted(parts.items())
+            if not p.get("drums")]
+
+
+def _read_musicxml(path: Path) -> list[tuple[str, int | None, list[ScoreNote]]]:
+    from .data.scores import require_music21
+
+    music21 = require_music21()
+    try:
+        parsed = music21.converter.parse(str(path))
+    except Exception as e:  # music21 raises many kinds; all mean the same to the user
+        raise _bad(path, f"is not a readable MusicXML file ({type(e).__name__}); give an intact "
+                         ".musicxml or .mxl file") from e
+    parts = []
+    for part in getattr(parsed, "parts", []) or []:
+        inst = part.getInstrument(returnDefault=False)
+        program = getattr(inst, "midiProgram", None) if inst is not None else None
+        name = part.partName or (inst.instrumentName if inst is not None else "") or ""
+        notes = []
+        flat = part.flatten().stripTies()
+        for entry in flat.secondsMap:
+            el = entry["element"]
+            if getattr(el, "isRest", True) or not hasattr(el, "pitches"):
+                continue
+            if el.duration.isGrace:
+                continue
+            on, length = float(entry["offsetSeconds"]), float(entry["durationSeconds"])
+            for p in el.pitches:
+                notes.append(ScoreNote(on, on + length, int(round(p.ps))))
+        parts.append((name, program, notes))
+    return parts
+
+
+def read_score(path: str | Path, instruments: str | Sequence[str] | None = None) -> Score:
+    """Read a MIDI or MusicXML score: one :class:`ScorePart` per part that has notes.
+
+    ``instruments``: the class of each part in part order (codes or names; a list or
+    "vn,va,vc"); otherwise each part's MIDI program, then its name, decides. One-line
+    CusepErrors for unreadable files, scores without notes, parts that map to none of the 13
+    classes and an ``instruments`` list whose length is not the number of parts.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CusepError(f"{path}: score not found; give a .mid, .musicxml or .mxl file")
+    suffix = path.suffix.lower()
+    if suffix in MIDI_SUFFIXES:
+        raw = _read_midi(path)
+    elif suffix in XML_SUFFIXES:
+        raw = _read_musicxml(path)
+    else:
+        raise CusepError(f"{path}: unknown score format '{suffix}'; give a MIDI (.mid) or "
+                         "MusicXML (.musicxml, .mxl, .xml) file")
+    raw = [(name, program, notes) for name, program, notes in raw if notes]
+    if not raw:
+        raise _bad(path, "holds no notes (no part with notes); give the score of the recording")
+    if instruments is not None:  # one per part: an instrument may repeat (two violins)
+        items = instruments.split(",") if isinstance(instruments, str) else list(instruments)
+        codes = tuple(parse_instrument(c) for c in items if c.strip())
+        if len(codes) != len(raw):
+            raise _bad(path, f"has {len(raw)} part(s) with notes but --instruments names "
+                             f"{len(codes)}; name one instrument per part, in part order")
+    else:
+        codes = tuple(_code_of(path, name, program, k)
+                      for k, (name, program, _) in enumerate(raw, start=1))
+    parts = tuple(ScorePart(name, program, code,
+                            tuple(sorted(notes, key=lambda n: (n.onset, n.pitch))))
+                  for (name, program, notes), code in zip(raw, codes, strict=True))
+    return Score(path, parts)
+
+
+def write_midi(score: Score, path: str | Path) -> None:
+    """Write ``score`` as a type-1 MIDI file (one track per part, its instrument's program,
+    tempo 120 so that ticks are exact milliseconds), atomically."""
+    import os
+    import uuid
+
+    import mido
+
+    path = Path(path)
+    tpb = 480  # at 120 bpm: 960 ticks per second
+    mid = mido.MidiFile(type=1, ticks_per_beat=tpb)
+    head = mido.MidiTrack([mido.MetaMessage("set_tempo", tempo=500000, time=0)])
+    mid.tracks.append(head)
+    for k, part in enumerate(score.parts):
+        channel = k if k < 9 else k + 1  # skip the drum channel
+        track = mido.MidiTrack([mido.MetaMessage("track_name", name=part.name or part.code,
+                                                 time=0),
+                                mido.Message("program_change", channel=channel % 16,
+                                             program=BY_CODE[part.code].program, time=0)])
+        events = sorted([(round(n.onset * 960), 1, n.pitch) for n in part.notes]
+                        + [(round(n.offset * 960), 0, n.pitch) for n in part.notes])
+        now = 0
+        for tick, on, pitch in events:
+            kind = "note_on" if on else "note_off"
+            track.append(mido.Message(kind, channel=channel % 16, note=pitch,
+                                      velocity=80 if on else 0, time=max(tick - now, 0)))
+            now = max(tick, now)
+        mid.tracks.append(track)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.parent / f".{path.name}.{uuid.uuid4().hex[:8]}.tmp"
+    try:
+        mid.save(str(tmp))
+        os.replace(tmp, path)
+    except OSError as e:
+        raise CusepError(f"{path}: cannot write ({e.strerror or e}); choose a writable "
+                         "output path") from e
+    finally:
+        tmp.unlink(missing_ok=True)
