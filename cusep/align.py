@@ -2,8 +2,11 @@
 
 The recording's features are chroma vectors (log-compressed STFT magnitudes summed per pitch
 class) and onset chroma (their half-wave rectified rise), one per hop of :data:`HOP_S`. The
-score's are made straight from its notes: each sounding note adds its pitch class and those of
-its first harmonics, each onset a decaying pulse. Dynamic time warping with the symmetric step
+score's are those of a FluidSynth rendering of it (``reference="render"``: its instruments'
+attacks are slow or sharp like the players') or are made straight from its notes
+(``"notes"``: each sounding note adds its pitch class and those of its first harmonics, each
+onset a decaying pulse); ``"auto"`` renders when FluidSynth and a General MIDI SoundFont are
+installed. Dynamic time warping with the symmetric step
 set (horizontal, vertical, diagonal at double weight) on the cosine distance finds the best
 monotonic path; long pieces are aligned coarse to fine (features halved until the cost matrix is
 small, then refined in a band around the coarser path), so memory grows linearly with the
@@ -14,11 +17,15 @@ Frames are ``T``; feature vectors ``(T, 24)``.
 
 from __future__ import annotations
 
+import tempfile
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
 
 import numpy as np
 
 from .audio import resample, to_mono
+from .errors import CusepError
 from .score import Score
 
 RATE = 22050
@@ -40,6 +47,8 @@ class Alignment:
     """(L, 2) int: (score frame, recording frame) pairs, both non-decreasing."""
     confidence: float
     """Mean cosine similarity of the features along the path, 0..1 (1: identical)."""
+    reference: str = "made from the notes"
+    """How the score's features were made."""
 
     def warp(self, seconds: np.ndarray) -> np.ndarray:
         """Score times (s) -> recording times (s), linear between path points."""
@@ -101,6 +110,51 @@ def score_features(score: Score, frames: int | None = None) -> np.ndarray:
                 m = min(len(decay), n - a)
                 onsets[a:a + m, pc] += w * decay[:m]
     return _with_onsets(chroma, onsets)
+
+
+Reference = Literal["auto", "render", "notes"]
+_RENDER_FONTS = ("fluidr3", "timgm6mb")  # the first one installed renders
+
+
+def render_font() -> Path | None:
+    """The SoundFont a score is rendered with (None: FluidSynth or every font is missing)."""
+    import shutil
+
+    from .data.synth import resolve_font
+
+    if shutil.which("fluidsynth") is None:
+        return None
+    for name in _RENDER_FONTS:
+        try:
+            return resolve_font(name)
+        except CusepError:
+            continue
+    return None
+
+
+def rendered_features(score: Score, font: Path) -> np.ndarray:
+    """Features (T, 24) of ``score`` rendered by FluidSynth with ``font``."""
+    from .data.synth import RENDER_RATE, render_midi
+    from .score import write_midi
+
+    with tempfile.TemporaryDirectory(prefix="cusep-align-") as work:
+        midi = Path(work) / "score.mid"
+        write_midi(score, midi)
+        audio = render_midi(midi, Path(work) / "score.wav", font)
+    return audio_features(audio.astype(np.float32), RENDER_RATE)
+
+
+def reference_features(score: Score, reference: Reference = "auto") -> tuple[np.ndarray, str]:
+    """The score's features (T, 24) and how they were made ("render with NAME", "notes")."""
+    if reference not in ("auto", "render", "notes"):
+        raise CusepError(f"unknown alignment reference '{reference}'; auto, render or notes")
+    font = render_font() if reference != "notes" else None
+    if font is not None:
+        return rendered_features(score, font), f"rendered with {font.name}"
+    if reference == "render":
+        raise CusepError("rendering the score needs fluidsynth and a SoundFont; install them: "
+                         "apt-get install fluidsynth fluid-soundfont-gm (or use notes)")
+    return score_features(score), "made from the notes"
 
 
 def _cost(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -179,16 +233,18 @@ def dtw(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return _dtw_band(a, b, np.clip(lo, 0, m - 1), np.clip(hi, 1, m))
 
 
-def align(score: Score, audio: np.ndarray, sample_rate: int) -> Alignment:
+def align(score: Score, audio: np.ndarray, sample_rate: int,
+          reference: Reference = "auto") -> Alignment:
     """Align ``score`` to the recording ``audio`` (channels, samples) -> :class:`Alignment`."""
-    fa = score_features(score)
+    fa, how = reference_features(score, reference)
     fb = audio_features(audio, sample_rate)
     path = dtw(fa, fb)
     sim = 1.0 - np.array([_cost(fa[i:i + 1], fb[j:j + 1])[0, 0] for i, j in path[:: 4]])
-    return Alignment(path, float(np.clip(sim.mean(), 0.0, 1.0)))
+    return Alignment(path, float(np.clip(sim.mean(), 0.0, 1.0)), how)
 
 
-def aligned_score(score: Score, audio: np.ndarray, sample_rate: int) -> tuple[Score, Alignment]:
+def aligned_score(score: Score, audio: np.ndarray, sample_rate: int,
+                  reference: Reference = "auto") -> tuple[Score, Alignment]:
     """The score with every note moved onto the recording's time, and the alignment."""
-    result = align(score, audio, sample_rate)
+    result = align(score, audio, sample_rate, reference)
     return score.warped(result.warp), result

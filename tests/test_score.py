@@ -168,13 +168,32 @@ def test_write_midi_round_trips(tmp_path):
 def test_a_warped_rendering_aligns_back():
     score = duet(40.0, seed=3)
     audio = render(score)
-    aligned, result = aligned_score(score, audio, RATE)
+    aligned, result = aligned_score(score, audio, RATE, "notes")
+    assert result.reference == "made from the notes"
     truth = warp(onsets(score))
     error = np.abs(onsets(aligned) - truth)
     assert np.median(np.abs(onsets(score) - truth)) > 1.0  # unaligned, it is far off
     assert np.median(error) < 0.05
     other = duet(40.0, seed=11)  # another piece of the same kind: a worse fit
-    assert aligned_score(other, audio, RATE)[1].confidence < result.confidence - 0.05
+    assert aligned_score(other, audio, RATE, "notes")[1].confidence < result.confidence - 0.05
+
+
+def test_a_rendered_score_aligns_a_performance_in_another_soundfont(tmp_path):
+    from cusep.align import render_font
+    from cusep.data.synth import RENDER_RATE, render_midi, resolve_font
+
+    font = render_font()
+    if font is None or font.name != "FluidR3_GM.sf2":
+        pytest.skip("needs fluidsynth and fluid-soundfont-gm (the README's test line)")
+    player = resolve_font("timgm6mb")  # the performance: other samples than the reference's
+    score = duet(60.0, seed=5)
+    write_midi(score.warped(warp), tmp_path / "take.mid")
+    audio = render_midi(tmp_path / "take.mid", tmp_path / "take.wav", player)
+    aligned, result = aligned_score(score, audio.astype(np.float32), RENDER_RATE)
+    assert result.reference == "rendered with FluidR3_GM.sf2"
+    assert np.median(np.abs(onsets(aligned) - warp(onsets(score)))) < 0.05
+    wrong = aligned_score(duet(60.0, seed=55), audio.astype(np.float32), RENDER_RATE)[1]
+    assert wrong.confidence < result.confidence - 0.05
 
 
 def test_multiscale_dtw_follows_the_full_one(monkeypatch):
@@ -203,7 +222,7 @@ def test_cli_align_writes_the_aligned_score(tmp_path, capsys):
     out = tmp_path / "aligned.mid"
     with pytest.raises(SystemExit) as stop:
         main(["align", str(tmp_path / "take.wav"), "--score", str(tmp_path / "score.mid"),
-              "-o", str(out)])
+              "-o", str(out), "--reference", "notes"])
     assert stop.value.code in (0, None)
     err = capsys.readouterr().err
     assert "aligned" in err and "confidence" in err
@@ -212,7 +231,8 @@ def test_cli_align_writes_the_aligned_score(tmp_path, capsys):
     for args, needle in (([], "exists; use --force"),
                          (["--force", "-i", "vn"], "names 1"),
                          (["--force", "--score", str(tmp_path / "take.wav")],
-                          "unknown score format")):
+                          "unknown score format"),
+                         (["--force", "--reference", "guess"], "unknown --reference")):
         before = out.read_bytes()
         with pytest.raises(SystemExit) as stop:
             main(["align", str(tmp_path / "take.wav"), "--score", str(tmp_path / "score.mid"),

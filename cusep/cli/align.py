@@ -21,6 +21,10 @@ def register(app: typer.Typer) -> None:
             None, "--instruments", "-i",
             help="The parts' instruments in part order, e.g. 'vn,vn,va,vc' (default: from "
                  "the parts' MIDI programs or names)."),
+        reference: str = typer.Option(
+            "auto", "--reference",
+            help="The score's side: render (FluidSynth), notes, or auto (render when "
+                 "FluidSynth and a SoundFont are installed)."),
         force: bool = typer.Option(False, "--force", help="Overwrite an existing output."),
     ) -> None:
         """Align a score to its recording (DTW on chroma) and write it as MIDI."""
@@ -34,13 +38,16 @@ def register(app: typer.Typer) -> None:
             raise CusepError(f"{out} exists; use --force to overwrite it")
         if out.resolve() == score.resolve():
             raise CusepError(f"--out {out} is the input score; choose another file name")
+        if reference not in ("auto", "render", "notes"):
+            raise CusepError(f"unknown --reference '{reference}'; auto, render or notes")
         parsed = read_score(score, instruments)
         audio, rate = read_audio(recording)
-        result, alignment = aligned_score(parsed, audio, rate)
+        result, alignment = aligned_score(parsed, audio, rate, reference)
         write_midi(result, out)
         notes = sum(len(p.notes) for p in result.parts)
         parts = ", ".join(p.code for p in result.parts)
         console.print(f"aligned {notes} notes of {len(result.parts)} part(s) ({parts}) to "
                       f"{escape(str(recording))}: confidence {alignment.confidence:.2f} "
-                      f"(mean feature similarity along the path) -> {escape(str(out))}",
+                      f"(mean feature similarity along the path; score {alignment.reference}) "
+                      f"-> {escape(str(out))}",
                       soft_wrap=True)

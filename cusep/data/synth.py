@@ -592,8 +592,9 @@ def _write_midi(path: Path, events: list[tuple[float, int, tuple]], program: int
     mid.save(str(path))
 
 
-def _fluidsynth(midi: Path, wav: Path, font: Path, reverb: dict | None) -> np.ndarray:
-    """Render one MIDI file; return mono float64 at RENDER_RATE."""
+def render_midi(midi: Path, wav: Path, font: Path, reverb: dict | None = None) -> np.ndarray:
+    """Render one MIDI file with FluidSynth (``wav``: a scratch file, removed) -> mono float64
+    at RENDER_RATE."""
     import soundfile as sf
 
     cmd = ["fluidsynth", "-ni", "-q", "-C", "0", "-g", "0.5", "-r", str(RENDER_RATE),
@@ -695,7 +696,7 @@ def render_piece(plan: PiecePlan, notes: dict[int, list[Note]], config: SynthCon
                 midi = Path(work) / f"{k}.mid"
                 _write_midi(midi, _shifted(events, fs), BY_CODE[p.code].program, end_s / speed,
                             h.reverb["send"] if h.reverb else 0)
-                x = _resample(_fluidsynth(midi, Path(work) / f"{k}.wav", font, h.reverb),
+                x = _resample(render_midi(midi, Path(work) / f"{k}.wav", font, h.reverb),
                               config.sample_rate, stretch=speed)
             x = x[:length] if len(x) >= length else np.pad(x, (0, length - len(x)))
             stems.append(x)
