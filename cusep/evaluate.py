@@ -63,11 +63,13 @@ from .spectral import istft, stft
 
 Protocol = Literal["paper", "full"]
 PROTOCOLS: tuple[str, ...] = ("paper", "full")
+ScoreMode = Literal["none", "exact", "warped", "aligned"]
+SCORE_MODES: tuple[str, ...] = ("none", "exact", "warped", "aligned")
 REFERENCE_METHODS: tuple[str, ...] = ("irm", "mix")
 METRICS: tuple[str, ...] = ("si_sdr", "sd_sdr", "si_sdri", "pes", "sdr", "sir", "sar", "isr")
 RECORD_FIELDS: tuple[str, ...] = (
     "method", "piece", "segment", "start", "length", "instrument", "present", "n_sources",
-    *METRICS, "frames", "note",
+    *METRICS, "frames", "note", "align_ms", "align_confidence",
 )
 CACHE_VERSION = 1
 
@@ -101,6 +103,12 @@ class EvalConfig:
     frame_aggregation: Aggregation = "median"
     silence_threshold: float = 1e-5
     save_stems: bool = False
+    score: ScoreMode = "none"
+    """Score-informed: the masks are gated by where each instrument plays in the piece's
+    ``Sco_*.mid`` - as written (``exact``; what ``cusep synth`` writes is the performance),
+    tempo-warped by +-``score_warp`` and used unaligned (``warped``), or warped and then
+    aligned back to the mixture (``aligned``: what a user with a score gets)."""
+    score_warp: float = 0.1
 
     def __post_init__(self) -> None:
         if self.protocol not in PROTOCOLS:
@@ -113,6 +121,10 @@ class EvalConfig:
             raise CusepError("--window must be a positive number of seconds")
         if self.filter_length < 1:
             raise CusepError("the BSS-eval filter length must be at least 1")
+        if self.score not in SCORE_MODES:
+            raise CusepError(f"unknown --score '{self.score}'; use {', '.join(SCORE_MODES)}")
+        if not 0.0 <= self.score_warp < 0.5:
+            raise CusepError("--score-warp must be in [0, 0.5)")
         self.separator_config()  # validates iterations, overlap, batch size
 
     def separator_config(self) -> SeparatorConfig:
@@ -357,10 +369,14 @@ def evaluate_piece(piece: Piece, separator: Separator, config: EvalConfig, metho
                              f"{seg}-sample segment; piece skipped")
         sources = sources[:, :n_seg * seg]
     mix = sources.sum(0)
+    activity, aligned = None, {}
+    if config.score != "none":
+        activity, aligned = score_activity(piece, requested, mix, rate, separator, config)
     if config.rest:  # each instrument named alone, the others left in its rest stem
         stems = {c: separator.separate(mix, rate, [c], rest=True)[c] for c in requested}
     else:
-        stems = separator.separate(mix, rate, requested, visual=_frames(piece, separator))
+        stems = separator.separate(mix, rate, requested, visual=_frames(piece, separator),
+                                   activity=activity)
     if stems_dir is not None:
         for code, stem in stems.items():
             write_audio(stems_dir / piece.name / f"{code}.wav", stem[None], rate, "float32",
@@ -387,7 +403,54 @@ def evaluate_piece(piece: Piece, separator: Separator, config: EvalConfig, metho
         else:
             records += score_whole(name, piece.name, codes, sources, np.asarray(est), rate,
                                    config, extra)
+    for rec in records:
+        rec.update(aligned if rec["method"] == method else {})
     return records
+
+
+def piece_score(piece: Piece) -> Path:
+    """The piece's score file, ``Sco_*.mid`` in its folder (CusepError: none)."""
+    found = sorted(piece.folder.glob("Sco_*.mid"))
+    if not found:
+        raise CusepError(f"no Sco_*.mid score in {piece.folder}; piece skipped (render it "
+                         "again with this version of cusep synth)")
+    return found[0]
+
+
+def tempo_warp(seed: int, spread: float, segment: float = 4.0) -> Callable[[np.ndarray],
+                                                                           np.ndarray]:
+    """A performance's time map: the tempo changes every ``segment`` s by a factor uniform in
+    [1 - spread, 1 + spread] (seeded), linear in between -> seconds -> seconds."""
+    factors = np.random.default_rng(seed).uniform(1 - spread, 1 + spread, 10_000)
+    knots = np.concatenate([[0.0], np.cumsum(factors * segment)])
+    return lambda t: np.interp(np.asarray(t) / segment, np.arange(len(knots)), knots)
+
+
+def score_activity(piece: Piece, codes: Sequence[str], mix: np.ndarray, rate: int,
+                   separator: Separator, config: EvalConfig
+                   ) -> tuple[np.ndarray, dict[str, float]]:
+    """Where each instrument plays according to the piece's score, on the separator's frames
+    -> (activity (K, frames), and with ``aligned`` the alignment's median onset error against
+    the score as written, in ms, and its confidence)."""
+    from .align import aligned_score
+    from .score import read_score
+
+    written = read_score(piece_score(piece))
+    missing = [c for c in codes if c not in {p.code for p in written.parts}]
+    if missing:
+        raise CusepError(f"{piece_score(piece).name} has no part for {', '.join(missing)}; "
+                         "piece skipped")
+    used, info = written, {}
+    if config.score in ("warped", "aligned"):
+        seed = int(hashlib.sha256(piece.name.encode()).hexdigest()[:8], 16)
+        used = written.warped(tempo_warp(seed, config.score_warp))
+    if config.score == "aligned":
+        used, alignment = aligned_score(used, mix, rate)
+        onsets = lambda s: np.array([n.onset for p in s.parts for n in p.notes])  # noqa: E731
+        info = {"align_ms": float(np.median(np.abs(onsets(used) - onsets(written)))) * 1000,
+                "align_confidence": alignment.confidence}
+    times = separator.frame_times(mix.shape[-1] / rate)
+    return used.activity(codes, times), info
 
 
 def _frames(piece: Piece, separator: Separator):
@@ -497,6 +560,7 @@ def run_settings(model: ModelDir, data: Path, dataset: str, config: EvalConfig, 
         "precision": precision, "device": dev.type, "filter_length": config.filter_length,
         "window": config.window, "frame_aggregation": config.frame_aggregation,
         "silence_threshold": config.silence_threshold, "spectral": asdict(spec),
+        "score": config.score, "score_warp": config.score_warp,
         "cusep_version": __version__,
     }
     return {
@@ -510,6 +574,17 @@ def run_settings(model: ModelDir, data: Path, dataset: str, config: EvalConfig, 
                  "excluded": "pieces whose players all play one instrument"},
         "protocol": config.protocol,
         "protocol_description": protocol,
+        "score": (None if config.score == "none" else
+                  {"mode": config.score, "warp": config.score_warp,
+                   "description": "masks gated by where each instrument plays in the piece's "
+                                  "Sco_*.mid" + {"exact": ", as written",
+                                                 "warped": f", tempo-warped by "
+                                                           f"+-{config.score_warp:g} and "
+                                                           "unaligned",
+                                                 "aligned": f", tempo-warped by "
+                                                            f"+-{config.score_warp:g} and "
+                                                            "aligned back by cusep align"}[
+                                      config.score]}),
         "conditioning": ("all the model's instruments requested (--pes): absent ones are "
                          "predicted and scored with PES") if config.pes
                         else ("each instrument named alone with a rest stem (--rest)"

@@ -18,6 +18,7 @@ import numpy as np
 from .errors import CusepError
 from .instruments import BY_CODE, CODES, InstrumentError, parse_instrument
 
+MUSIC21_HINT = "music21 is not installed; install the synth extra: pip install -e '.[synth]'"
 MIDI_SUFFIXES = (".mid", ".midi")
 XML_SUFFIXES = (".musicxml", ".mxl", ".xml")
 _BY_PROGRAM = {BY_CODE[c].program: c for c in CODES}
@@ -63,6 +64,32 @@ class Score:
             out.setdefault(part.code, []).extend(part.notes)
         return {c: tuple(sorted(notes, key=lambda n: (n.onset, n.pitch)))
                 for c, notes in out.items()}
+
+    def activity(self, codes: Sequence[str], times: np.ndarray, tolerance: float = 0.15
+                 ) -> np.ndarray:
+        """Where each instrument of ``codes`` plays: (K, T) in [0, 1] at ``times`` (seconds,
+        (T,)), 1 within ``tolerance`` s of one of its notes, falling to 0 over as long again
+        (alignment is never exact). Instruments without a part are 0 throughout."""
+        times = np.asarray(times, np.float64)
+        sources = self.sources()
+        out = np.zeros((len(codes), len(times)), np.float32)
+        for k, code in enumerate(codes):
+            notes = sources.get(code, ())
+            if not notes:
+                continue
+            on = np.array([n.onset for n in notes]) - tolerance
+            off = np.array([n.offset for n in notes]) + tolerance
+            # distance from each time to the nearest note span (0 inside one)
+            order = np.argsort(on)
+            on, off = on[order], np.maximum.accumulate(off[order])
+            k_prev = np.searchsorted(on, times, side="right") - 1
+            inside = (k_prev >= 0) & (times <= off[np.clip(k_prev, 0, None)])
+            after = np.where(k_prev >= 0, times - off[np.clip(k_prev, 0, None)], np.inf)
+            k_next = np.clip(k_prev + 1, 0, len(on) - 1)
+            before = np.where(k_prev + 1 < len(on), on[k_next] - times, np.inf)
+            gap = np.where(inside, 0.0, np.minimum(np.abs(after), np.abs(before)))
+            out[k] = np.clip(1.0 - gap / tolerance, 0.0, 1.0)
+        return out
 
     def warped(self, warp) -> Score:
         """Every onset and offset mapped through ``warp`` (seconds array -> seconds array)."""
@@ -146,9 +173,16 @@ def _read_midi(path: Path) -> list[tuple[str, int | None, list[ScoreNote]]]:
             if not p.get("drums")]
 
 
-def _read_musicxml(path: Path) -> list[tuple[str, int | None, list[ScoreNote]]]:
-    from .data.scores import require_music21
+def require_music21():
+    """Import music21 or raise a CusepError telling how to install it."""
+    try:
+        import music21
+    except ImportError:
+        raise CusepError(MUSIC21_HINT) from None
+    return music21
 
+
+def _read_musicxml(path: Path) -> list[tuple[str, int | None, list[ScoreNote]]]:
     music21 = require_music21()
     try:
         parsed = music21.converter.parse(str(path))

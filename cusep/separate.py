@@ -224,6 +224,13 @@ class Separator:
             )
         return codes
 
+    def frame_times(self, seconds: float) -> np.ndarray:
+        """Times (s) of the model's frames covering ``seconds`` of signal: the grid of
+        ``activity`` (:meth:`iter_blocks`)."""
+        spec = self.model.config.spectral
+        n = int(math.ceil(seconds * spec.sample_rate / spec.hop)) + 1
+        return np.arange(n) * spec.hop / spec.sample_rate
+
     @property
     def visual(self) -> bool:
         """True for a visually conditioned model (it needs a frame provider)."""
@@ -231,19 +238,21 @@ class Separator:
 
     def separate(self, audio: np.ndarray | torch.Tensor, sample_rate: int,
                  instruments: str | Sequence[str], progress: Progress | None = None,
-                 visual: FrameProvider | None = None, rest: bool = False
-                 ) -> dict[str, np.ndarray]:
+                 visual: FrameProvider | None = None, rest: bool = False,
+                 activity: np.ndarray | None = None) -> dict[str, np.ndarray]:
         """audio (channels, samples) or (samples,) -> {code: stem with the input's shape}.
 
         ``visual``: for a visual model, the crops of the players for each window
         (:func:`cusep.visual.frame_provider`); label models take the instruments' labels.
         ``rest``: the instruments are only some of those that play; a further stem ``rest``
-        holds everything else (the stems still sum to the input).
+        holds everything else (the stems still sum to the input). ``activity``: see
+        :meth:`iter_blocks`.
         """
         codes = self.check_instruments(instruments)
         arr = np.asarray(audio.detach().cpu() if isinstance(audio, torch.Tensor) else audio)
         mono_input = arr.ndim == 1
-        blocks = list(self.iter_blocks(arr, sample_rate, codes, progress, visual, rest))
+        blocks = list(self.iter_blocks(arr, sample_rate, codes, progress, visual, rest,
+                                       activity=activity))
         stems = np.concatenate(blocks, axis=-1)
         names = stem_names(codes, rest)
         return {c: (stems[i, 0] if mono_input else stems[i]) for i, c in enumerate(names)}
@@ -251,7 +260,8 @@ class Separator:
     def iter_blocks(self, audio: np.ndarray | Iterable[np.ndarray], sample_rate: int,
                     codes: Sequence[str], progress: Progress | None = None,
                     visual: FrameProvider | None = None, rest: bool = False,
-                    total: int | None = None) -> Iterator[np.ndarray]:
+                    total: int | None = None, activity: np.ndarray | None = None
+                    ) -> Iterator[np.ndarray]:
         """Yield consecutive output blocks (K, channels, n) covering the input exactly (K: the
         codes, and one more for ``rest``, last; see :func:`stem_names`).
 
@@ -259,6 +269,10 @@ class Separator:
         any sizes, e.g. :meth:`cusep.audio.AudioSource.blocks`: the input is then read as the
         windows need it, so memory is bounded whatever its length. ``total``: the expected
         length in samples, for ``progress(done, total)`` only (default: the array's length).
+        ``activity``: where each of the codes plays, (K, frames) in [0, 1] on the model's
+        frame grid (frame f at ``f * hop`` model samples; e.g. from an aligned score,
+        :meth:`cusep.score.Score.activity`): each mask is multiplied by it (frames past its end
+        count as silent), so an instrument's stem is silent where it rests.
         ``visual(starts)`` gives a visual model the players' crops of the windows that start at
         ``starts`` (seconds, (B,)) -> (crops (B, P, F, 3, S, S), present (B, P)).
         """
@@ -282,6 +296,12 @@ class Separator:
         weight = crossfade_window(seg_in, int(round(overlap * ratio)))
         context = torch.tensor([label_vector(codes, self.instruments)], device=self.device)
         index = torch.tensor([self.instruments.index(c) for c in codes], device=self.device)
+        if activity is not None:
+            activity = np.asarray(activity, np.float32)
+            if activity.ndim != 2 or activity.shape[0] != len(codes):
+                raise CusepError(f"activity must be (instruments, frames) with one row per "
+                                 f"instrument ({len(codes)}); got shape {activity.shape}")
+            activity = np.pad(activity, ((0, 0), (0, seg // spec.hop + 2)))
 
         def window_exists(k: int) -> bool:
             """Window k (start k * step at the model rate) is needed to cover the input."""
@@ -307,8 +327,11 @@ class Separator:
             model_in = torch.from_numpy(np.stack([signal.mono_at(s, seg) for s in batch]))
             chunk = torch.from_numpy(np.stack([signal.input_at(o, seg_in) for o in offsets]))
             frames = visual(np.asarray(batch, np.float64) / rate) if visual is not None else None
+            gate = None if activity is None else torch.from_numpy(np.stack(
+                [activity[:, round(s / spec.hop):round(s / spec.hop) + seg // spec.hop + 1]
+                 for s in batch]))
             out = self._process(model_in, chunk, context, index, sample_rate, frames,
-                                rest).numpy()
+                                rest, gate).numpy()
             for o, stems in zip(offsets, out, strict=True):
                 end = o + seg_in
                 if end - base > acc.shape[-1]:
@@ -335,10 +358,11 @@ class Separator:
     def _process(self, model_in: torch.Tensor, chunk: torch.Tensor, context: torch.Tensor,
                  index: torch.Tensor, sample_rate: int,
                  frames: tuple[torch.Tensor, torch.Tensor] | None = None,
-                 rest: bool = False) -> torch.Tensor:
+                 rest: bool = False, gate: torch.Tensor | None = None) -> torch.Tensor:
         """model_in (B, seg) at the model rate, chunk (B, C, seg_in) at the input rate, frames
         (crops, present) for a visual model -> stems (B, K, C, seg_in) on the CPU (K + 1 with
-        ``rest``: its mask is what the named masks leave, 1 - their sum, floored at 0)."""
+        ``rest``: its mask is what the named masks leave, 1 - their sum, floored at 0).
+        ``gate`` (B, K, T): multiplies the K masks frame by frame."""
         spec = self.model.config.spectral
         model_in, chunk = model_in.to(self.device), chunk.to(self.device)
         bsz = model_in.shape[0]
@@ -354,6 +378,8 @@ class Separator:
         else:
             masks = self.model(inp, ctx, seen)
         masks = from_grid(masks.float(), spec)[:, index]  # (B, K, F, T)
+        if gate is not None:
+            masks = masks * gate.to(masks.device).unsqueeze(2)[..., :masks.shape[-1]]
         if rest:
             masks = torch.cat([masks, (1 - masks.sum(1, keepdim=True)).clamp_min(0)], 1)
 
@@ -368,15 +394,25 @@ class Separator:
             bins, frames = mask_positions(spec.sample_rate, spec.n_fft, spec.hop, sample_rate,
                                           in_fft, in_hop, n_frames)
             m = extend_and_map(masks, bins, frames)  # (B, K, Fi, Ti)
-        groups = [self._filter(m, chunk[:, g:g + CHANNEL_GROUP], in_fft, in_hop)
+        share = None  # the floor's share of each stem: where the gate says they play
+        if gate is not None:
+            g = gate.to(masks.device)[..., :masks.shape[-1]].float()
+            if rest:
+                g = torch.cat([g, torch.ones_like(g[:, :1])], 1)
+            if not same:
+                g = interp_axis(g, frames, dim=-1)  # (B, K, Ti)
+            total = g.sum(1, keepdim=True)
+            share = torch.where(total > 0, g / total.clamp_min(1e-12),
+                                torch.full_like(g, 1 / g.shape[1]))
+        groups = [self._filter(m, chunk[:, g:g + CHANNEL_GROUP], in_fft, in_hop, share)
                   for g in range(0, chunk.shape[1], CHANNEL_GROUP)]
         return groups[0] if len(groups) == 1 else torch.cat(groups, dim=2)
 
-    def _filter(self, m: torch.Tensor, chunk: torch.Tensor, in_fft: int, in_hop: int
-                ) -> torch.Tensor:
+    def _filter(self, m: torch.Tensor, chunk: torch.Tensor, in_fft: int, in_hop: int,
+                share: torch.Tensor | None = None) -> torch.Tensor:
         """Masks m (B, K, Fi, Ti) on the input's grid, chunk (B, C, seg_in) -> stems
         (B, K, C, seg_in) on the CPU: EM Wiener on the channels jointly, the residual, the
-        floor."""
+        floor (split evenly, or by ``share`` (B, K, Ti), which sums to 1 over K)."""
         x = stft(chunk, in_fft, in_hop)  # (B, C, Fi, Ti)
         v = m.unsqueeze(2) * x.abs().unsqueeze(1)  # (B, K, C, Fi, Ti)
         v = v.permute(0, 4, 3, 2, 1)  # (B, Ti, Fi, C, K)
@@ -386,7 +422,9 @@ class Separator:
             y = consistent(y, xw)
         if self.config.mix_floor > 0 and self.config.residual:
             floor = self.config.mix_floor
-            y = (1 - floor) * y + floor / y.shape[-1] * xw.unsqueeze(-1)
+            w = (1 / y.shape[-1] if share is None
+                 else share.permute(0, 2, 1)[:, :, None, None, :])  # (B, Ti, 1, 1, K)
+            y = (1 - floor) * y + floor * w * xw.unsqueeze(-1)
         y = y.permute(0, 4, 3, 2, 1)  # (B, K, C, Fi, Ti)
         return istft(y, chunk.shape[-1], in_fft, in_hop).float().cpu()
 

@@ -356,3 +356,69 @@ def test_model_lacking_an_instrument_skips_the_piece(urmp, make_model_dir, tmp_p
     shutil.copytree(urmp / "03_Dance_fl_cl_cl", only_winds / "03_Dance_fl_cl_cl")
     one_error(*cli("eval", "urmp", only_winds, "--model", model, "--out", tmp_path / "o2"),
               "no piece could be evaluated (1 skipped)")
+
+
+# ----------------------------------------------------------------------------- score-informed
+
+
+def _scored_piece(root: Path) -> Path:
+    """A duet whose violin plays the first 3 s and cello the last 3 s, with its Sco_*.mid."""
+    from cusep.score import Score, ScoreNote, ScorePart, write_midi
+
+    rate, folder = 11025, root / "0001_turns_vn_vc"
+    folder.mkdir(parents=True)
+    score = Score(folder / "Sco.mid", (
+        ScorePart("violin", 40, "vn", tuple(ScoreNote(t, t + 0.45, 76 + (i % 3))
+                                            for i, t in enumerate(np.arange(0, 3, 0.5)))),
+        ScorePart("cello", 42, "vc", tuple(ScoreNote(t, t + 0.45, 48 + (i % 4))
+                                           for i, t in enumerate(np.arange(3, 6, 0.5))))))
+    t = np.arange(6 * rate) / rate
+    for k, part in enumerate(score.parts, start=1):
+        x = np.zeros_like(t)
+        for n in part.notes:
+            on = (t >= n.onset) & (t < n.offset)
+            f0 = 440 * 2 ** ((n.pitch - 69) / 12)
+            x[on] += sum(np.sin(2 * np.pi * h * f0 * t[on]) / h for h in range(1, 6)) * 0.1
+        sf.write(folder / f"AuSep_{k}_{part.code}_0001_turns.wav", x, rate)
+    write_midi(score, folder / "Sco_0001_turns_vn_vc.mid")
+    return folder
+
+
+def test_score_informed_masks_silence_an_instrument_where_it_rests(tmp_path, short_model_dir):
+    from cusep.evaluate import EvalConfig, evaluate
+
+    data = tmp_path / "data"
+    _scored_piece(data)
+    pieces, _ = select_pieces(data)
+
+    def stems(score: str) -> np.ndarray:
+        config = EvalConfig(protocol="full", references=(), bss=False, mix_floor=0.0,
+                            score=score, save_stems=True)
+        out = tmp_path / score
+        result = evaluate(pieces, short_model_dir, out, config, data=data)
+        assert not result.skipped
+        return sf.read(out / "stems" / "0001_turns_vn_vc" / "vn.wav")[0]
+
+    plain, gated = stems("none"), stems("exact")
+    late = slice(int(3.6 * 11025), None)  # the cello alone, past the score's tolerance
+    assert np.abs(plain[late]).max() > 1e-3  # the untrained model leaves cello in the violin
+    assert np.abs(gated[late]).max() < 1e-6
+    early = slice(0, int(2.8 * 11025))
+    assert np.abs(gated[early]).max() > 1e-3
+
+
+def test_score_modes_record_the_alignment(tmp_path, short_model_dir, cli):
+    data = tmp_path / "data"
+    _scored_piece(data)
+    shutil.copytree(data / "0001_turns_vn_vc", data / "0002_nosco_vn_vc")
+    for p in (data / "0002_nosco_vn_vc").glob("Sco_*"):
+        p.unlink()
+    code, _, err = cli("eval", "synth", data, "-m", short_model_dir, "--protocol", "full",
+                       "--no-bss", "--no-plots", "--score", "aligned", "-o", tmp_path / "out")
+    assert code == 0, err
+    assert "no Sco_*.mid score" in err and "score alignment: median onset error" in err
+    rows = json.loads((tmp_path / "out" / "results.json").read_text())["records"]
+    model = [r for r in rows if r["method"] == short_model_dir.name]
+    assert model and all(r["align_ms"] < 100 and 0 < r["align_confidence"] <= 1 for r in model)
+    code, _, err = cli("eval", "synth", data, "-m", short_model_dir, "--score", "guess")
+    assert code == 1 and "unknown --score 'guess'" in err

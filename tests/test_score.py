@@ -240,3 +240,38 @@ def test_cli_align_writes_the_aligned_score(tmp_path, capsys):
         err = capsys.readouterr().err
         assert stop.value.code == 1 and needle in err and "Traceback" not in err, err
         assert out.read_bytes() == before
+
+
+def test_separate_with_a_score_silences_stems_where_their_parts_rest(tmp_path, capsys,
+                                                                     short_model_dir):
+    import soundfile as sf
+
+    violin = ScorePart("Violin", 40, "vn", melody(67, 84, 5.0, 1))
+    cello = ScorePart("Cello", 42, "vc", tuple(ScoreNote(n.onset + 6.0, n.offset + 6.0, n.pitch)
+                                               for n in melody(40, 55, 5.0, 2)))
+    score = Score(tmp_path / "turns.mid", (violin, cello))  # violin, then cello alone
+    write_midi(score, tmp_path / "turns.mid")
+    sf.write(tmp_path / "take.wav", render(score), RATE)
+    out = tmp_path / "out"
+    with pytest.raises(SystemExit) as stop:
+        main(["separate", str(tmp_path / "take.wav"), "--score", str(tmp_path / "turns.mid"),
+              "-m", str(short_model_dir), "-o", str(out), "-f", "float32"])
+    err = capsys.readouterr().err
+    assert stop.value.code in (0, None), err
+    assert "aligned to" in err and "confidence" in err and "vn, vc (from the score)" in err
+    vn, _ = sf.read(out / "take" / "vn.wav")
+    vc, _ = sf.read(out / "take" / "vc.wav")
+    mix, _ = sf.read(tmp_path / "take.wav")
+    np.testing.assert_allclose(vn + vc, mix, atol=1e-4)  # still the mixture, split
+    cello_alone = slice(int(warp(np.array([7.0]))[0] * RATE), int(warp(np.array([10.5]))[0]
+                                                                    * RATE))
+    assert np.abs(vn[cello_alone]).max() < 1e-3 * np.abs(mix[cello_alone]).max()
+    for args, needle in ((["-i", "vn,va"], "the score's parts are vn, vc"),
+                         (["--start", "1"], "--score aligns a whole audio recording")):
+        with pytest.raises(SystemExit) as stop:
+            main(["separate", str(tmp_path / "take.wav"), "--score",
+                  str(tmp_path / "turns.mid"), "-m", str(short_model_dir), "-o",
+                  str(tmp_path / "o2"), *args])
+        err = capsys.readouterr().err
+        assert stop.value.code == 1 and needle in err and "Traceback" not in err, err
+        assert not (tmp_path / "o2").exists()

@@ -32,7 +32,8 @@ def _references(text: str) -> tuple[str, ...]:
 def _run(kind: str, data: Path, model: str | None, protocol: str, out: Path | None,
          reference: str, pes: bool, save_stems: bool, jobs: int, device: str, iterations: int,
          overlap: float, batch_size: int, precision: str, raw: bool, window: float,
-         split: str | None, plots: bool, mix_floor: float, rest: bool, bss: bool) -> None:
+         split: str | None, plots: bool, mix_floor: float, rest: bool, bss: bool,
+         score: str = "none", score_warp: float = 0.1) -> None:
     from .. import report
     from ..checkpoint import resolve_model
 
@@ -43,7 +44,8 @@ def _run(kind: str, data: Path, model: str | None, protocol: str, out: Path | No
     config = EvalConfig(protocol=protocol, references=_references(reference), pes=pes,
                         wiener_iterations=iterations, overlap=overlap, batch_size=batch_size,
                         precision=precision, residual=not raw, window=window,
-                        save_stems=save_stems, mix_floor=mix_floor, rest=rest, bss=bss)
+                        save_stems=save_stems, mix_floor=mix_floor, rest=rest, bss=bss,
+                        score=score, score_warp=score_warp)
     mdir = resolve_model(model)
     pieces, notes = select_pieces(data, split)
     for note in notes:
@@ -63,6 +65,13 @@ def _run(kind: str, data: Path, model: str | None, protocol: str, out: Path | No
                                      device, jobs)
     for piece, reason in result.skipped:
         console.print(f"[yellow]skipped[/] {escape(piece)}: {escape(reason)}", soft_wrap=True)
+    errors = {r["piece"]: r["align_ms"] for r in result.records if r.get("align_ms") is not None}
+    if errors:
+        import numpy as np
+
+        console.print(f"score alignment: median onset error {np.median(list(errors.values())):.0f}"
+                      f" ms over {len(errors)} piece(s) (per piece: median over its notes)",
+                      soft_wrap=True)
     if not result.records:
         raise CusepError(f"no piece could be evaluated ({len(result.skipped)} skipped); "
                          "see the lines above")
@@ -157,10 +166,16 @@ def register(app: typer.Typer) -> None:
             split: str = typer.Option(None, "--split", help="Only pieces of this manifest "
                                       "split."),
             plots: bool = typer.Option(True, "--plots/--no-plots", help="Write box plots."),
+            score: str = typer.Option("none", "--score",
+                                      help="Score-informed: none | exact | warped | aligned "
+                                           "(the pieces' Sco_*.mid gate the masks)."),
+            score_warp: float = typer.Option(0.1, "--score-warp",
+                                             help="Tempo warp of --score warped/aligned "
+                                                  "(+-share, every 4 s)."),
         ) -> None:
             _run(kind, data, model, protocol, out, reference, pes, save_stems, jobs, device,
                  iterations, overlap, batch_size, precision, raw, window, split, plots,
-                 mix_floor, rest, bss)
+                 mix_floor, rest, bss, score, score_warp)
 
     make("urmp", "Evaluate a model on URMP (as distributed: piece folders, AuSep_*, 48 kHz).")
     make("synth", "Evaluate a model on pieces rendered by `cusep synth` (URMP layout).")

@@ -182,6 +182,10 @@ def register(app: typer.Typer) -> None:
         overlap: float = typer.Option(0.25, "--overlap", help="Window overlap in [0, 1)."),
         batch_size: int = typer.Option(4, "--batch-size", help="Windows per network pass."),
         precision: str = typer.Option("auto", "--precision", help="auto | fp32 | bf16 | fp16."),
+        score: Path = typer.Option(None, "--score",
+                                   help="The input's score (.mid, .musicxml, .mxl): names the "
+                                        "instruments, is aligned to the input and silences "
+                                        "each stem where its part rests."),
         start: float = typer.Option(0.0, "--start", help="Separate from this many seconds on."),
         duration: float = typer.Option(None, "--duration",
                                        help="Separate this many seconds (default: to the end)."),
@@ -198,9 +202,9 @@ def register(app: typer.Typer) -> None:
             raise CusepError(f"unknown --clip-mode '{clip}'; rescale or clamp")
         if precision not in ("auto", "fp32", "bf16", "fp16"):
             raise CusepError(f"unknown --precision '{precision}'; auto, fp32, bf16 or fp16")
-        if instruments is None and boxes is None:
+        if instruments is None and boxes is None and score is None:
             raise CusepError("name the instruments with --instruments (e.g. vn,va,vc or auto), "
-                             "or give a video with --boxes boxes.json")
+                             "give the score with --score, or a video with --boxes boxes.json")
         if overlay is not None and boxes is None:
             raise CusepError("--overlay needs --boxes (the boxes to draw)")
         if rest and boxes is not None:
@@ -210,7 +214,15 @@ def register(app: typer.Typer) -> None:
         if boxes is not None and span != Span():
             raise CusepError("--start and --duration are for audio inputs; with --boxes the "
                              "whole video is separated (cut it first, e.g. with ffmpeg)")
+        if score is not None and (boxes is not None or span != Span()):
+            raise CusepError("--score aligns a whole audio recording; leave out --boxes, "
+                             "--start and --duration")
+        if score is not None and instruments is not None and is_auto(instruments):
+            raise CusepError("--score names the instruments; leave out --instruments auto")
         files = collect_inputs(inputs, exclude=out)
+        if score is not None and len(files) != 1:
+            raise CusepError(f"--score is the score of one recording, but {len(files)} inputs "
+                             "were given; separate one recording at a time")
         if boxes is not None and len(files) != 1:
             raise CusepError(f"--boxes describes the players of one video, but {len(files)} "
                              "inputs were given; separate one video at a time")
@@ -225,7 +237,12 @@ def register(app: typer.Typer) -> None:
             separate_players(sep, files[0], boxes, instruments, detector, overlay, output)
             return
         outcomes: list[Outcome] = []
-        if is_auto(instruments):
+        activity = None
+        if score is not None:
+            codes, activity = _score_activity(sep, files[0], score, instruments, rest)
+            codes_of = {files[0]: codes}
+            shown = ", ".join(codes) + " (from the score)" + (" + rest" if rest else "")
+        elif is_auto(instruments):
             codes_of = _detect_all(files, sep, detector, outcomes, span)
             shown = "auto"
         else:
@@ -244,7 +261,7 @@ def register(app: typer.Typer) -> None:
                              "choose a writable --out") from None
         try:
             for f, paths in plan.items():
-                outcomes.append(_one(sep, f, codes_of[f], paths, output, rest, span))
+                outcomes.append(_one(sep, f, codes_of[f], paths, output, rest, span, activity))
         except KeyboardInterrupt:
             done = sum(o.status == "ok" for o in outcomes)
             console.print(f"interrupted: {done} of {len(plan)} input(s) separated and kept; "
@@ -298,6 +315,31 @@ def _detect_all(files: list[Path], sep: Separator, detector: str | None,
     return codes_of
 
 
+def _score_activity(sep: Separator, path: Path, score: Path, instruments: str | None,
+                    rest: bool) -> tuple[tuple[str, ...], np.ndarray]:
+    """Read ``score``, align it to the recording at ``path`` and say how well -> the score's
+    instruments (checked against ``--instruments`` and the model) and where each plays on the
+    separator's frames."""
+    from ..align import aligned_score
+    from ..score import read_score
+
+    parsed = read_score(score)
+    codes = tuple(dict.fromkeys(p.code for p in parsed.parts))
+    if instruments is not None:
+        named = sep.check_instruments(instruments)
+        if set(named) != set(codes) and not (rest and set(named) <= set(codes)):
+            raise CusepError(f"the score's parts are {', '.join(codes)} but --instruments "
+                             f"names {', '.join(named)}; leave --instruments out to use the "
+                             "score's")
+        codes = named
+    sep.check_instruments(codes)
+    audio, rate = Span().read(path)
+    aligned, alignment = aligned_score(parsed, audio, rate)
+    console.print(f"score {escape(str(score))} aligned to {escape(str(path))}: confidence "
+                  f"{alignment.confidence:.2f} (score {alignment.reference})", soft_wrap=True)
+    return codes, aligned.activity(codes, sep.frame_times(audio.shape[-1] / rate))
+
+
 def _check_collisions(plan: dict[Path, dict[str, Path]], template: str) -> None:
     """Refuse a plan in which two stems (of one input or of two) would go to the same file."""
     seen: dict[Path, Path] = {}
@@ -313,7 +355,7 @@ def _check_collisions(plan: dict[Path, dict[str, Path]], template: str) -> None:
 
 
 def _one(sep: Separator, path: Path, codes: tuple[str, ...], paths: dict[str, Path],
-         output: Output, rest: bool, span: Span) -> Outcome:
+         output: Output, rest: bool, span: Span, activity: np.ndarray | None = None) -> Outcome:
     """Separate one input (the ``span`` of it), streaming it from the file to the stems."""
     existing = [p for p in paths.values() if p.exists()]
     if existing and not output.force:
@@ -329,7 +371,8 @@ def _one(sep: Separator, path: Path, codes: tuple[str, ...], paths: dict[str, Pa
         with claimed(paths.values(), output.folder), \
                 file_progress(path.name, expected) as update:
             blocks = sep.iter_blocks(source.blocks(start=first, stop=stop), rate, codes,
-                                     progress=update, rest=rest, total=expected)
+                                     progress=update, rest=rest, total=expected,
+                                     activity=activity)
             scale, frames = write_stems(blocks, paths, rate, source.channels, output)
     except (CusepError, OSError) as exc:
         detail = str(exc).removeprefix(f"{path}: ")  # audio errors already name the file

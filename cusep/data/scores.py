@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from ..errors import CusepError
+from ..score import require_music21
 
 #: Source name -> (music21 composer folder, accepted file suffixes).
 SOURCES: dict[str, tuple[str, tuple[str, ...]]] = {
@@ -37,7 +38,6 @@ DEFAULT_QPM: dict[str, float] = {
 }
 SPLITS: tuple[str, ...] = ("train", "valid", "test")
 _CACHE_VERSION = 1
-MUSIC21_HINT = "music21 is not installed; install the synth extra: pip install -e '.[synth]'"
 
 
 @dataclass(frozen=True)
@@ -64,15 +64,6 @@ class Work:
     parts: tuple[Part, ...]
     tempos: tuple[tuple[float, float], ...]
     length: float
-
-
-def require_music21():
-    """Import music21 or raise a CusepError telling how to install it."""
-    try:
-        import music21
-    except ImportError:
-        raise CusepError(MUSIC21_HINT) from None
-    return music21
 
 
 def work_key(path: str) -> str:

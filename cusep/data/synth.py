@@ -33,6 +33,7 @@ import numpy as np
 
 from ..errors import CusepError
 from ..instruments import BY_CODE, CODES, parse_instruments
+from ..score import Score, ScoreNote, ScorePart, write_midi
 from .recording import RecordingConfig, apply_recording
 from .sampler import BANK_RATE, bank_summary, check_bank, render_part, resolve_bank
 from .scores import (
@@ -649,6 +650,23 @@ def recording_config(config: SynthConfig) -> RecordingConfig:
     return RecordingConfig(config.mic_eq_db, config.room, config.noise_db, config.level_db)
 
 
+def performed_score(plan: PiecePlan, per_part: list[list[tuple[float, int, tuple]]]) -> Score:
+    """The notes each player played, in seconds of the rendered audio (what a perfectly aligned
+    score of the piece is)."""
+    parts = []
+    for k, (p, events) in enumerate(zip(plan.players, per_part, strict=True), start=1):
+        sounding: dict[int, list[float]] = {}
+        notes = []
+        for sec, _, args in sorted(events, key=lambda e: (e[0], e[1])):
+            if args[0] == "note_on":
+                sounding.setdefault(args[1], []).append(sec)
+            elif args[0] == "note_off" and sounding.get(args[1]):
+                notes.append(ScoreNote(sounding[args[1]].pop(0), sec, args[1]))
+        parts.append(ScorePart(f"player {k} ({BY_CODE[p.code].name})", BY_CODE[p.code].program,
+                               p.code, tuple(sorted(notes, key=lambda n: (n.onset, n.pitch)))))
+    return Score(Path(f"Sco_{plan.name}.mid"), tuple(parts))
+
+
 def render_piece(plan: PiecePlan, notes: dict[int, list[Note]], config: SynthConfig,
                  font: Path, out_dir: Path) -> dict:
     """Render one planned piece into ``out_dir/plan.name`` (atomically); return its record.
@@ -712,6 +730,7 @@ def render_piece(plan: PiecePlan, notes: dict[int, list[Note]], config: SynthCon
                  x.astype(np.int16), config.sample_rate, subtype="PCM_16")
     sf.write(str(tmp / f"AuMix_{plan.name}.wav"), mix.astype(np.int16), config.sample_rate,
              subtype="PCM_16")
+    write_midi(performed_score(plan, per_part), tmp / f"Sco_{plan.name}.mid")
     record = {
         "name": plan.name,
         "index": plan.index,
