@@ -24,21 +24,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
+from tiny import SETS
 from videos import boxes_json, write_video
 
 from cusep.cli import main
 from cusep.separate import Separator
-
-TINY = [
-    "model.channels=[4, 8, 16]",
-    "model.spectral.segment=4095",
-    "mixing.segment=4095",
-    "optim.batch_size=4",
-    "optim.valid_items=8",
-    "optim.valid_every=4",
-    "optim.checkpoint_every=4",
-]
-SETS = [a for s in TINY for a in ("--set", s)]
 
 
 def run_cli(capsys: pytest.CaptureFixture[str], args: list[object]) -> tuple[int, str]:

@@ -12,21 +12,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from tiny import SETS, TINY
 
 from cusep.config import build_config, load_preset, preset_names
 from cusep.errors import CusepError
 from cusep.train import Trainer
 
 RATE = 11025
-TINY = [
-    "model.channels=[4, 8, 16]",
-    "model.spectral.segment=4095",
-    "mixing.segment=4095",
-    "optim.batch_size=4",
-    "optim.valid_items=8",
-    "optim.valid_every=4",
-    "optim.checkpoint_every=4",
-]
 
 
 def _config(data: Path, preset: str = "cusep-label", extra: tuple[str, ...] = ()):
@@ -82,7 +74,7 @@ def test_kill_and_resume_reaches_the_same_state(urmp_data: Path, tmp_path: Path)
 
 def test_cli_train_export_and_separate(urmp_data: Path, tmp_path: Path) -> None:
     run, model = tmp_path / "run", tmp_path / "model"
-    sets = [a for s in TINY for a in ("--set", s)]
+    sets = SETS
     cmd = [sys.executable, "-m", "cusep", "train", str(run), "--data", str(urmp_data),
            "--max-steps", "4", "--no-progress", "--device", "cpu", *sets]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
@@ -111,7 +103,7 @@ def test_cli_train_export_and_separate(urmp_data: Path, tmp_path: Path) -> None:
 
 def test_ddp_two_processes_on_cpu(urmp_data: Path, tmp_path: Path) -> None:
     """exp03 (binary masks, BCE on the logits) also checks that the loss goes through DDP."""
-    sets = [a for s in TINY for a in ("--set", s)]
+    sets = SETS
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
            "--master_port", "29517", "-m", "cusep", "train", str(tmp_path / "ddp"), "-p", "exp03",
@@ -183,7 +175,7 @@ def test_ctrl_c_writes_the_checkpoint_of_the_last_step(urmp_data: Path, tmp_path
     import time
 
     run = tmp_path / "run"
-    sets = [a for s in TINY for a in ("--set", s)]
+    sets = SETS
     cmd = [sys.executable, "-m", "cusep", "train", str(run), "--data", str(urmp_data),
            "--max-steps", "100000", "--no-progress", "--device", "cpu", *sets,
            "--set", "optim.checkpoint_every=100000"]
