@@ -47,6 +47,7 @@ from .data.urmp import (
     select_split,
 )
 from .errors import CusepError
+from .guide import PRIORS, ScoreGuide
 from .instruments import BY_CODE
 from .metrics import (
     Aggregation,
@@ -109,6 +110,9 @@ class EvalConfig:
     tempo-warped by +-``score_warp`` and used unaligned (``warped``), or warped and then
     aligned back to the mixture (``aligned``: what a user with a score gets)."""
     score_warp: float = 0.1
+    score_prior: str = "harmonic"
+    """What the score's notes do to the masks (:mod:`cusep.guide`): ``activity`` or
+    ``harmonic``."""
 
     def __post_init__(self) -> None:
         if self.protocol not in PROTOCOLS:
@@ -123,6 +127,9 @@ class EvalConfig:
             raise CusepError("the BSS-eval filter length must be at least 1")
         if self.score not in SCORE_MODES:
             raise CusepError(f"unknown --score '{self.score}'; use {', '.join(SCORE_MODES)}")
+        if self.score_prior not in PRIORS:
+            raise CusepError(f"unknown --score-prior '{self.score_prior}'; use "
+                             f"{', '.join(PRIORS)}")
         if not 0.0 <= self.score_warp < 0.5:
             raise CusepError("--score-warp must be in [0, 0.5)")
         self.separator_config()  # validates iterations, overlap, batch size
@@ -369,14 +376,14 @@ def evaluate_piece(piece: Piece, separator: Separator, config: EvalConfig, metho
                              f"{seg}-sample segment; piece skipped")
         sources = sources[:, :n_seg * seg]
     mix = sources.sum(0)
-    activity, aligned = None, {}
+    guide, aligned = None, {}
     if config.score != "none":
-        activity, aligned = score_activity(piece, requested, mix, rate, separator, config)
+        guide, aligned = score_guide(piece, requested, mix, rate, separator, config)
     if config.rest:  # each instrument named alone, the others left in its rest stem
         stems = {c: separator.separate(mix, rate, [c], rest=True)[c] for c in requested}
     else:
         stems = separator.separate(mix, rate, requested, visual=_frames(piece, separator),
-                                   activity=activity)
+                                   guide=guide)
     if stems_dir is not None:
         for code, stem in stems.items():
             write_audio(stems_dir / piece.name / f"{code}.wav", stem[None], rate, "float32",
@@ -426,12 +433,11 @@ def tempo_warp(seed: int, spread: float, segment: float = 4.0) -> Callable[[np.n
     return lambda t: np.interp(np.asarray(t) / segment, np.arange(len(knots)), knots)
 
 
-def score_activity(piece: Piece, codes: Sequence[str], mix: np.ndarray, rate: int,
-                   separator: Separator, config: EvalConfig
-                   ) -> tuple[np.ndarray, dict[str, float]]:
-    """Where each instrument plays according to the piece's score, on the separator's frames
-    -> (activity (K, frames), and with ``aligned`` the alignment's median onset error against
-    the score as written, in ms, and its confidence)."""
+def score_guide(piece: Piece, codes: Sequence[str], mix: np.ndarray, rate: int,
+                separator: Separator, config: EvalConfig) -> tuple[ScoreGuide, dict[str, float]]:
+    """The guide of the piece's score, as ``config.score`` says -> (guide, and with
+    ``aligned`` the alignment's median onset error against the score as written, in ms, and
+    its confidence)."""
     from .align import aligned_score
     from .score import read_score
 
@@ -449,8 +455,7 @@ def score_activity(piece: Piece, codes: Sequence[str], mix: np.ndarray, rate: in
         onsets = lambda s: np.array([n.onset for p in s.parts for n in p.notes])  # noqa: E731
         info = {"align_ms": float(np.median(np.abs(onsets(used) - onsets(written)))) * 1000,
                 "align_confidence": alignment.confidence}
-    times = separator.frame_times(mix.shape[-1] / rate)
-    return used.activity(codes, times), info
+    return separator.score_guide(used, codes, config.score_prior), info
 
 
 def _frames(piece: Piece, separator: Separator):
@@ -561,6 +566,7 @@ def run_settings(model: ModelDir, data: Path, dataset: str, config: EvalConfig, 
         "window": config.window, "frame_aggregation": config.frame_aggregation,
         "silence_threshold": config.silence_threshold, "spectral": asdict(spec),
         "score": config.score, "score_warp": config.score_warp,
+        "score_prior": config.score_prior,
         "cusep_version": __version__,
     }
     return {
@@ -576,6 +582,7 @@ def run_settings(model: ModelDir, data: Path, dataset: str, config: EvalConfig, 
         "protocol_description": protocol,
         "score": (None if config.score == "none" else
                   {"mode": config.score, "warp": config.score_warp,
+                   "prior": config.score_prior,
                    "description": "masks gated by where each instrument plays in the piece's "
                                   "Sco_*.mid" + {"exact": ", as written",
                                                  "warped": f", tempo-warped by "

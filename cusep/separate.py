@@ -24,8 +24,10 @@ import torch
 from .audio import StreamResampler, to_mono
 from .checkpoint import ModelDir, load_model
 from .errors import CusepError
+from .guide import Prior, ScoreGuide
 from .instruments import BY_CODE, label_vector, parse_instruments
 from .model import ConditionedUNet
+from .score import Score
 from .spectral import from_grid, interp_axis, istft, scale_magnitude, stft, to_grid
 from .visual import FrameProvider
 from .wiener import wiener
@@ -35,6 +37,7 @@ CHANNEL_GROUP = 8  # channels filtered jointly; more are filtered in groups (bou
 MIN_RATE, MAX_RATE = 1000, 768000  # the input sample rates cusep takes
 MAX_WIENER_ITERATIONS = 20  # each costs a full EM pass; more than a few never helped
 Progress = Callable[[int, int], None]
+Guide = Callable[[np.ndarray], np.ndarray]  # window starts (B,) -> gains (B, K, F or 1, T)
 
 
 @dataclass(frozen=True)
@@ -224,12 +227,12 @@ class Separator:
             )
         return codes
 
-    def frame_times(self, seconds: float) -> np.ndarray:
-        """Times (s) of the model's frames covering ``seconds`` of signal: the grid of
-        ``activity`` (:meth:`iter_blocks`)."""
+    def score_guide(self, score: Score, codes: Sequence[str], prior: Prior = "harmonic"
+                    ) -> ScoreGuide:
+        """A :class:`~cusep.guide.ScoreGuide` of an aligned ``score`` on this model's grid."""
         spec = self.model.config.spectral
-        n = int(math.ceil(seconds * spec.sample_rate / spec.hop)) + 1
-        return np.arange(n) * spec.hop / spec.sample_rate
+        return ScoreGuide(score, codes, spec.sample_rate, spec.n_fft, spec.hop,
+                          spec.segment // spec.hop + 1, prior)
 
     @property
     def visual(self) -> bool:
@@ -239,20 +242,20 @@ class Separator:
     def separate(self, audio: np.ndarray | torch.Tensor, sample_rate: int,
                  instruments: str | Sequence[str], progress: Progress | None = None,
                  visual: FrameProvider | None = None, rest: bool = False,
-                 activity: np.ndarray | None = None) -> dict[str, np.ndarray]:
+                 guide: Guide | None = None) -> dict[str, np.ndarray]:
         """audio (channels, samples) or (samples,) -> {code: stem with the input's shape}.
 
         ``visual``: for a visual model, the crops of the players for each window
         (:func:`cusep.visual.frame_provider`); label models take the instruments' labels.
         ``rest``: the instruments are only some of those that play; a further stem ``rest``
-        holds everything else (the stems still sum to the input). ``activity``: see
+        holds everything else (the stems still sum to the input). ``guide``: see
         :meth:`iter_blocks`.
         """
         codes = self.check_instruments(instruments)
         arr = np.asarray(audio.detach().cpu() if isinstance(audio, torch.Tensor) else audio)
         mono_input = arr.ndim == 1
         blocks = list(self.iter_blocks(arr, sample_rate, codes, progress, visual, rest,
-                                       activity=activity))
+                                       guide=guide))
         stems = np.concatenate(blocks, axis=-1)
         names = stem_names(codes, rest)
         return {c: (stems[i, 0] if mono_input else stems[i]) for i, c in enumerate(names)}
@@ -260,7 +263,7 @@ class Separator:
     def iter_blocks(self, audio: np.ndarray | Iterable[np.ndarray], sample_rate: int,
                     codes: Sequence[str], progress: Progress | None = None,
                     visual: FrameProvider | None = None, rest: bool = False,
-                    total: int | None = None, activity: np.ndarray | None = None
+                    total: int | None = None, guide: Guide | None = None
                     ) -> Iterator[np.ndarray]:
         """Yield consecutive output blocks (K, channels, n) covering the input exactly (K: the
         codes, and one more for ``rest``, last; see :func:`stem_names`).
@@ -269,10 +272,11 @@ class Separator:
         any sizes, e.g. :meth:`cusep.audio.AudioSource.blocks`: the input is then read as the
         windows need it, so memory is bounded whatever its length. ``total``: the expected
         length in samples, for ``progress(done, total)`` only (default: the array's length).
-        ``activity``: where each of the codes plays, (K, frames) in [0, 1] on the model's
-        frame grid (frame f at ``f * hop`` model samples; e.g. from an aligned score,
-        :meth:`cusep.score.Score.activity`): each mask is multiplied by it (frames past its end
-        count as silent), so an instrument's stem is silent where it rests.
+        ``guide(starts)``: gains for the windows that start at ``starts`` (model samples, (B,))
+        -> (B, K, F, T) or (B, K, 1, T) in [0, 1] on the model's grid, e.g. a
+        :class:`~cusep.guide.ScoreGuide` (:meth:`score_guide`): each mask is multiplied by its
+        gains, and the mix floor goes to each stem in proportion to its largest gain of the
+        frame, so a stem whose part rests stays silent.
         ``visual(starts)`` gives a visual model the players' crops of the windows that start at
         ``starts`` (seconds, (B,)) -> (crops (B, P, F, 3, S, S), present (B, P)).
         """
@@ -296,12 +300,6 @@ class Separator:
         weight = crossfade_window(seg_in, int(round(overlap * ratio)))
         context = torch.tensor([label_vector(codes, self.instruments)], device=self.device)
         index = torch.tensor([self.instruments.index(c) for c in codes], device=self.device)
-        if activity is not None:
-            activity = np.asarray(activity, np.float32)
-            if activity.ndim != 2 or activity.shape[0] != len(codes):
-                raise CusepError(f"activity must be (instruments, frames) with one row per "
-                                 f"instrument ({len(codes)}); got shape {activity.shape}")
-            activity = np.pad(activity, ((0, 0), (0, seg // spec.hop + 2)))
 
         def window_exists(k: int) -> bool:
             """Window k (start k * step at the model rate) is needed to cover the input."""
@@ -327,9 +325,8 @@ class Separator:
             model_in = torch.from_numpy(np.stack([signal.mono_at(s, seg) for s in batch]))
             chunk = torch.from_numpy(np.stack([signal.input_at(o, seg_in) for o in offsets]))
             frames = visual(np.asarray(batch, np.float64) / rate) if visual is not None else None
-            gate = None if activity is None else torch.from_numpy(np.stack(
-                [activity[:, round(s / spec.hop):round(s / spec.hop) + seg // spec.hop + 1]
-                 for s in batch]))
+            gate = None if guide is None else torch.from_numpy(
+                np.asarray(guide(np.asarray(batch)), np.float32))
             out = self._process(model_in, chunk, context, index, sample_rate, frames,
                                 rest, gate).numpy()
             for o, stems in zip(offsets, out, strict=True):
@@ -362,7 +359,7 @@ class Separator:
         """model_in (B, seg) at the model rate, chunk (B, C, seg_in) at the input rate, frames
         (crops, present) for a visual model -> stems (B, K, C, seg_in) on the CPU (K + 1 with
         ``rest``: its mask is what the named masks leave, 1 - their sum, floored at 0).
-        ``gate`` (B, K, T): multiplies the K masks frame by frame."""
+        ``gate`` (B, K, F or 1, T): multiplies the K masks."""
         spec = self.model.config.spectral
         model_in, chunk = model_in.to(self.device), chunk.to(self.device)
         bsz = model_in.shape[0]
@@ -379,7 +376,11 @@ class Separator:
             masks = self.model(inp, ctx, seen)
         masks = from_grid(masks.float(), spec)[:, index]  # (B, K, F, T)
         if gate is not None:
-            masks = masks * gate.to(masks.device).unsqueeze(2)[..., :masks.shape[-1]]
+            if gate.shape[:2] != masks.shape[:2] or gate.shape[2] not in (1, masks.shape[2]):
+                raise CusepError(f"guide gains of shape {tuple(gate.shape)} do not fit masks "
+                                 f"{tuple(masks.shape)}")
+            gate = gate.to(masks.device)[..., :masks.shape[-1]]
+            masks = masks * gate
         if rest:
             masks = torch.cat([masks, (1 - masks.sum(1, keepdim=True)).clamp_min(0)], 1)
 
@@ -396,7 +397,7 @@ class Separator:
             m = extend_and_map(masks, bins, frames)  # (B, K, Fi, Ti)
         share = None  # the floor's share of each stem: where the gate says they play
         if gate is not None:
-            g = gate.to(masks.device)[..., :masks.shape[-1]].float()
+            g = gate.amax(dim=2).float()  # (B, K, T)
             if rest:
                 g = torch.cat([g, torch.ones_like(g[:, :1])], 1)
             if not same:

@@ -33,7 +33,8 @@ def _run(kind: str, data: Path, model: str | None, protocol: str, out: Path | No
          reference: str, pes: bool, save_stems: bool, jobs: int, device: str, iterations: int,
          overlap: float, batch_size: int, precision: str, raw: bool, window: float,
          split: str | None, plots: bool, mix_floor: float, rest: bool, bss: bool,
-         score: str = "none", score_warp: float = 0.1) -> None:
+         score: str = "none", score_warp: float = 0.1, score_prior: str = "harmonic"
+         ) -> None:
     from .. import report
     from ..checkpoint import resolve_model
 
@@ -45,7 +46,7 @@ def _run(kind: str, data: Path, model: str | None, protocol: str, out: Path | No
                         wiener_iterations=iterations, overlap=overlap, batch_size=batch_size,
                         precision=precision, residual=not raw, window=window,
                         save_stems=save_stems, mix_floor=mix_floor, rest=rest, bss=bss,
-                        score=score, score_warp=score_warp)
+                        score=score, score_warp=score_warp, score_prior=score_prior)
     mdir = resolve_model(model)
     pieces, notes = select_pieces(data, split)
     for note in notes:
@@ -172,10 +173,14 @@ def register(app: typer.Typer) -> None:
             score_warp: float = typer.Option(0.1, "--score-warp",
                                              help="Tempo warp of --score warped/aligned "
                                                   "(+-share, every 4 s)."),
+            score_prior: str = typer.Option("harmonic", "--score-prior",
+                                            help="What the score does to the masks: activity "
+                                                 "(silent where a part rests) | harmonic "
+                                                 "(also: near its notes' partials)."),
         ) -> None:
             _run(kind, data, model, protocol, out, reference, pes, save_stems, jobs, device,
                  iterations, overlap, batch_size, precision, raw, window, split, plots,
-                 mix_floor, rest, bss, score, score_warp)
+                 mix_floor, rest, bss, score, score_warp, score_prior)
 
     make("urmp", "Evaluate a model on URMP (as distributed: piece folders, AuSep_*, 48 kHz).")
     make("synth", "Evaluate a model on pieces rendered by `cusep synth` (URMP layout).")

@@ -22,6 +22,7 @@ from ..audio import (
     open_audio,
 )
 from ..errors import CusepError
+from ..guide import ScoreGuide
 from ..progress import progress_bar
 from ..separate import Separator, SeparatorConfig, is_auto, stem_names
 from . import console, fail
@@ -237,9 +238,9 @@ def register(app: typer.Typer) -> None:
             separate_players(sep, files[0], boxes, instruments, detector, overlay, output)
             return
         outcomes: list[Outcome] = []
-        activity = None
+        guide = None
         if score is not None:
-            codes, activity = _score_activity(sep, files[0], score, instruments, rest)
+            codes, guide = _score_guide(sep, files[0], score, instruments, rest)
             codes_of = {files[0]: codes}
             shown = ", ".join(codes) + " (from the score)" + (" + rest" if rest else "")
         elif is_auto(instruments):
@@ -261,7 +262,7 @@ def register(app: typer.Typer) -> None:
                              "choose a writable --out") from None
         try:
             for f, paths in plan.items():
-                outcomes.append(_one(sep, f, codes_of[f], paths, output, rest, span, activity))
+                outcomes.append(_one(sep, f, codes_of[f], paths, output, rest, span, guide))
         except KeyboardInterrupt:
             done = sum(o.status == "ok" for o in outcomes)
             console.print(f"interrupted: {done} of {len(plan)} input(s) separated and kept; "
@@ -315,11 +316,10 @@ def _detect_all(files: list[Path], sep: Separator, detector: str | None,
     return codes_of
 
 
-def _score_activity(sep: Separator, path: Path, score: Path, instruments: str | None,
-                    rest: bool) -> tuple[tuple[str, ...], np.ndarray]:
+def _score_guide(sep: Separator, path: Path, score: Path, instruments: str | None,
+                 rest: bool) -> tuple[tuple[str, ...], ScoreGuide]:
     """Read ``score``, align it to the recording at ``path`` and say how well -> the score's
-    instruments (checked against ``--instruments`` and the model) and where each plays on the
-    separator's frames."""
+    instruments (checked against ``--instruments`` and the model) and its guide."""
     from ..align import aligned_score
     from ..score import read_score
 
@@ -337,7 +337,7 @@ def _score_activity(sep: Separator, path: Path, score: Path, instruments: str | 
     aligned, alignment = aligned_score(parsed, audio, rate)
     console.print(f"score {escape(str(score))} aligned to {escape(str(path))}: confidence "
                   f"{alignment.confidence:.2f} (score {alignment.reference})", soft_wrap=True)
-    return codes, aligned.activity(codes, sep.frame_times(audio.shape[-1] / rate))
+    return codes, sep.score_guide(aligned, codes)
 
 
 def _check_collisions(plan: dict[Path, dict[str, Path]], template: str) -> None:
@@ -355,7 +355,7 @@ def _check_collisions(plan: dict[Path, dict[str, Path]], template: str) -> None:
 
 
 def _one(sep: Separator, path: Path, codes: tuple[str, ...], paths: dict[str, Path],
-         output: Output, rest: bool, span: Span, activity: np.ndarray | None = None) -> Outcome:
+         output: Output, rest: bool, span: Span, guide: ScoreGuide | None = None) -> Outcome:
     """Separate one input (the ``span`` of it), streaming it from the file to the stems."""
     existing = [p for p in paths.values() if p.exists()]
     if existing and not output.force:
@@ -372,7 +372,7 @@ def _one(sep: Separator, path: Path, codes: tuple[str, ...], paths: dict[str, Pa
                 file_progress(path.name, expected) as update:
             blocks = sep.iter_blocks(source.blocks(start=first, stop=stop), rate, codes,
                                      progress=update, rest=rest, total=expected,
-                                     activity=activity)
+                                     guide=guide)
             scale, frames = write_stems(blocks, paths, rate, source.channels, output)
     except (CusepError, OSError) as exc:
         detail = str(exc).removeprefix(f"{path}: ")  # audio errors already name the file
