@@ -28,20 +28,18 @@ import re
 import shutil
 import tempfile
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
-from torch import nn
-
 from .errors import CusepError
-from .model import ConditionedUNet, ModelConfig
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # torch is imported where a network is built or loaded, not at import:
+    import torch  # `cusep models list` and `cusep --help` never need it
+    from torch import nn
+
     from .detect import DetectorConfig, InstrumentDetector
+    from .model import ConditionedUNet, ModelConfig
 
 
 CONFIG_FILE = "config.json"
@@ -77,6 +75,8 @@ class ModelDir:
     @property
     def model_config(self) -> ModelConfig:
         """The network's :class:`ModelConfig` (``config.json`` without the metadata keys)."""
+        from .model import ModelConfig
+
         return self._network_config(ModelConfig, "model")
 
     @property
@@ -99,6 +99,8 @@ class ModelDir:
 
 def build_network(config: ModelConfig | DetectorConfig) -> nn.Module:
     """The network a config describes: ConditionedUNet or InstrumentDetector."""
+    from .model import ConditionedUNet, ModelConfig
+
     if isinstance(config, ModelConfig):
         return ConditionedUNet(config)
     from .detect import InstrumentDetector  # detect imports this module
@@ -108,6 +110,8 @@ def build_network(config: ModelConfig | DetectorConfig) -> nn.Module:
 
 def kind_of(config: ModelConfig | DetectorConfig) -> str:
     """``"separator"`` for a ModelConfig, ``"detector"`` for a DetectorConfig."""
+    from .model import ModelConfig
+
     return KIND if isinstance(config, ModelConfig) else DETECTOR_KIND
 
 
@@ -131,14 +135,18 @@ def save_model_dir(
     training: dict | None = None,
     metrics: dict | None = None,
     card: str | None = None,
-    dtype: torch.dtype = torch.float16,
+    dtype: torch.dtype | None = None,
 ) -> Path:
     """Write ``config.json``, ``model.safetensors`` and ``README.md`` to ``path`` atomically.
 
-    Floating-point tensors are stored contiguous in ``dtype``; integer buffers (BatchNorm's
+    Floating-point tensors are stored contiguous in ``dtype`` (default float16); integer buffers (BatchNorm's
     ``num_batches_tracked``) keep their dtype. An existing model directory is replaced; any other
     non-empty path is refused.
     """
+    import torch
+    from safetensors.torch import save_file
+
+    dtype = torch.float16 if dtype is None else dtype
     path = Path(path)
     if path.exists() and not _replaceable(path):
         raise CusepError(f"refusing to overwrite {path}: it is not a model directory; "
@@ -293,6 +301,9 @@ def load_detector(
 def _load_network(mdir: ModelDir, config: ModelConfig | DetectorConfig,
                   device: str | torch.device) -> nn.Module:
     """Build the network, load its weights in float32 (strict), eval mode, on ``device``."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
     try:
         state = load_file(str(mdir.weights), device="cpu")
     except (SafetensorError, OSError) as exc:
@@ -308,6 +319,8 @@ def _load_network(mdir: ModelDir, config: ModelConfig | DetectorConfig,
 def _check_state_dict(state: dict[str, torch.Tensor], config: ModelConfig | DetectorConfig,
                       where: Path) -> None:
     """Raise a one-line CusepError unless ``state`` has the keys and shapes of ``config``."""
+    import torch
+
     with torch.device("meta"):
         expected = {k: tuple(t.shape) for k, t in build_network(config).state_dict().items()}
     missing = [k for k in expected if k not in state]
