@@ -80,6 +80,8 @@ def _run(kind: str, data: Path, model: str | None, protocol: str, out: Path | No
     if plots:
         made = [report.box_plots(result.records, out / f"by_{by}.png", by,
                                  settings=result.settings) for by in ("instrument", "n_sources")]
+        report.sources_plot(result.records, out / "sources_vs_references.png",
+                            settings=result.settings)  # None without references
         if any(p is None for p in made):
             console.print("[yellow]note:[/] matplotlib is not installed: no box plots "
                           "(pip install 'cusep[eval]')")
