@@ -20,7 +20,7 @@ from ..video_separate import (
     separate_stems,
 )
 from . import console
-from .separate import Output, file_progress, write_stems
+from .separate import Output, file_progress, model_label, write_stems
 
 METHODS = {
     "boxes": "instruments named in the boxes",
@@ -53,7 +53,7 @@ def separate_players(sep: Separator, path: Path, boxes: Path,
         from .detect import detected_line
 
         console.print(detected_line(path, instrument_plan.detection), soft_wrap=True)
-    console.print(f"model [bold]{escape(sep.name)}[/] on [bold]{sep.device}[/] "
+    console.print(f"model [bold]{escape(model_label(sep))}[/] on [bold]{sep.device}[/] "
                   f"({sep.precision}), {len(video.players)} players, instruments "
                   f"{', '.join(codes)}", soft_wrap=True)
     with file_progress(path.name, video.audio.shape[-1]) as update:
