@@ -75,16 +75,18 @@ def separate_players(sep: Separator, path: Path, boxes: Path,
     by_player = player_stems(plan, stems)
     block = [by_player[label] for label in labels]
     write_stems(iter([block]), paths, video.rate, video.audio.shape[0], output.fmt, output.clip)
+    stems_done = time.perf_counter()
     if overlay is not None:
         from ..video import write_overlay
 
         write_overlay(path, overlay, plan.players,
                       {p.index: label for p, label in zip(plan.players, labels, strict=True)})
-    seconds = time.perf_counter() - start
+    end = time.perf_counter()
     where = paths[labels[0]].parent
     console.print(f"[green]ok[/] {escape(str(path))} -> {escape(str(where))} "
-                  f"({len(labels)} player stems in {seconds:.1f} s)"
-                  + (f", overlay {escape(str(overlay))}" if overlay else ""), soft_wrap=True)
+                  f"({len(labels)} player stems in {stems_done - start:.1f} s)"
+                  + (f", overlay {escape(str(overlay))} in {end - stems_done:.1f} s"
+                     if overlay else ""), soft_wrap=True)
 
 
 def assignment_table(plan: PlayerPlan) -> Table:
