@@ -33,7 +33,21 @@ _EXPORTS = {
     "separate_video": "video_separate",
 }
 
-__all__ = sorted([*_EXPORTS, "__version__"])
+__all__ = [
+    "CODES",
+    "DetectionResult",
+    "Detector",
+    "INSTRUMENTS",
+    "PlayerPlan",
+    "Separator",
+    "SeparatorConfig",
+    "__version__",
+    "load_detector",
+    "load_model",
+    "parse_instruments",
+    "separate",
+    "separate_video",
+]
 
 
 def __getattr__(name: str) -> Any:

@@ -153,9 +153,9 @@ def save_model_dir(
 ) -> Path:
     """Write ``config.json``, ``model.safetensors`` and ``README.md`` to ``path`` atomically.
 
-    Floating-point tensors are stored contiguous in ``dtype`` (default float16); integer buffers (BatchNorm's
-    ``num_batches_tracked``) keep their dtype. An existing model directory is replaced; any other
-    non-empty path is refused.
+    Floating-point tensors are stored contiguous in ``dtype`` (default float16); integer
+    buffers (BatchNorm's ``num_batches_tracked``) keep their dtype. An existing model directory
+    is replaced; any other non-empty path is refused.
     """
     import torch
     from safetensors.torch import save_file

@@ -31,7 +31,7 @@ def files_under(folder: Path) -> list[Path]:
 
 
 def test_json_summary_on_stdout_messages_on_stderr(cli, tmp_path, short_model_dir, make_signal):
-    a = write_wav(tmp_path / "in" / "a.wav", make_signal(11025, 1.2, seed=1), 11025)
+    write_wav(tmp_path / "in" / "a.wav", make_signal(11025, 1.2, seed=1), 11025)
     b = write_wav(tmp_path / "in" / "b.wav", make_signal(8000, 2.0, seed=2), 8000)
     broken = tmp_path / "in" / "broken.wav"
     broken.write_bytes(b"RIFF" + bytes(60))
@@ -55,7 +55,9 @@ def test_json_summary_on_stdout_messages_on_stderr(cli, tmp_path, short_model_di
     assert ok["stems"] == {"vn": str(out / "a" / "vn.flac"), "vc": str(out / "a" / "vc.flac")}
     assert all(Path(p).is_file() for p in ok["stems"].values())
     assert ok["audio_seconds"] == pytest.approx(1.2, abs=1e-3) and ok["seconds"] > 0
-    assert by_input["b.wav"]["stems"] == {"vn": str(out / "b" / "vn.flac")} and by_input["b.wav"]["audio_seconds"] == 0
+    skipped = by_input["b.wav"]
+    assert skipped["stems"] == {"vn": str(out / "b" / "vn.flac")}
+    assert skipped["audio_seconds"] == 0
     assert "cannot be decoded" in by_input["broken.wav"]["detail"]
     totals = data["totals"]
     assert (totals["files"], totals["ok"], totals["skipped"], totals["failed"]) == (3, 1, 1, 1)

@@ -158,3 +158,40 @@ def test_top_level_descriptions_fit_one_line_at_80_columns(cli):
 def test_models_help_names_detectors(cli):
     assert "detectors" in _help(cli, "models")
     assert "detectors" in _help(cli, "models", "list")
+
+
+def test_readme_option_table_matches_separate_help():
+    """Every option of `cusep separate` has a row in the README's table, and every accepted
+    value of a choice is named in its row (and nothing the command lacks is listed)."""
+    import typer.main
+
+    from cusep.cli import _register_all, app
+
+    _register_all()
+    command = typer.main.get_command(app).commands["separate"]
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = readme[readme.index("## `cusep separate`"):readme.index("### Defaults, measured")]
+    table = section[section.index("| option | meaning |"):]
+    table = table[:table.index("\n\n")]
+    rows = {}
+    for line in table.splitlines()[2:]:
+        cell = line.split("|")[1]
+        for name in re.findall(r"--[\w-]+", cell):
+            rows[name] = line
+    documented = set(rows)
+    options_ = {o for p in command.params for o in p.opts if o.startswith("--")} | {"--help"}
+    assert documented == options_
+    checked = 0
+    for param in command.params:
+        desc = param.type_descriptor
+        if desc.is_choice:
+            row = rows[next(o for o in param.opts if o.startswith("--"))]
+            for choice in desc.choices:
+                assert f"`{choice}`" in row, (param.name, choice)
+            checked += 1
+    assert checked == 3  # --format, --clip-mode, --precision
+    for device in options.DEVICES.split("|"):
+        assert f"`{device}`" in rows["--device"]
+    formats = section[section.index("**Output formats**"):]
+    for fmt in options.FORMATS:
+        assert f"| `{fmt}`" in formats, fmt
