@@ -358,9 +358,8 @@ def test_bad_input_files(cli, tmp_path, short_model_dir, make_signal, case, need
 @pytest.mark.parametrize(("args", "needles"), [
     (["-i", "vn,cello2"], ["unknown instrument 'cello2'", "Did you mean 'vc'", "Valid codes"]),
     (["-i", "vn,violin"], ["listed twice"]),
-    (["-i", "vn", "--format", "ogg"], ["'--format'", "'ogg' is not one of", "'flac24'",
-                                       "see 'cusep separate --help'"]),
-    (["-i", "vn", "--device", "tpu"], ["'--device'", "'tpu' is not one of auto, cpu, cuda"]),
+    (["-i", "vn", "--format", "ogg"], ["unknown --format 'ogg'", "wav16", "flac24"]),
+    (["-i", "vn", "--device", "tpu"], ["unknown device 'tpu'", "'--device'"]),
     (["-i", "vn", "--device", "cuda:7"], ["cuda:7"]),
     (["-i", "vn", "--clip-mode", "wrap"], ["--clip-mode"]),
     (["-i", "vn", "--precision", "fp8"], ["--precision"]),

@@ -35,6 +35,8 @@ LIGHT_RUNS = [
     ["separate", "x.wav", "-i", "vn", "--device", "tpu"],
     ["separate", "x.wav", "--no-such-option"],
     ["eval", "synth", "data", "--protocol", "half"],
+    ["separate", "x.wav"],  # no --instruments: cusep's own check, before anything loads
+    ["separate", "x.wav", "-i", "vn", "--overlay", "o.mp4"],
 ]
 
 _PROBE = """
@@ -66,13 +68,17 @@ def test_light_commands_never_import_torch():
         if "--help" in args or "-h" in args or args[0] in ("--version", "version", "models"):
             assert code in (0, None), (args, code)
         else:
-            assert code == 2, (args, code)  # a usage error
+            assert code == 1, (args, code)  # an error line, like every cusep error
     assert "Traceback" not in proc.stderr
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
-    assert len(errors) == 4  # one line per bad command line
-    assert "'ogg' is not one of 'wav16', 'wav24', 'float32', 'flac', 'flac24'" in errors[0]
-    assert "see 'cusep separate --help'" in errors[0]
-    assert "'half' is not one of 'paper', 'full'" in errors[3]
+    assert len(errors) == 6  # one line per bad command line
+    assert errors[0] == ("error: unknown --format 'ogg'; one of wav16, wav24, float32, flac, "
+                         "flac24, wav")
+    assert "unknown device 'tpu'; use auto, cpu, cuda or cuda:N" in errors[1]
+    assert "--no-such-option" in errors[2] and "see 'cusep separate --help'" in errors[2]
+    assert errors[3] == "error: unknown --protocol 'half'; one of paper, full"
+    assert "name the instruments with --instruments" in errors[4]
+    assert "--overlay needs --boxes" in errors[5]
 
 
 def test_import_cusep_is_light_and_the_api_loads_on_use():

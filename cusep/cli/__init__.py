@@ -121,15 +121,40 @@ def _use_classes(typer_app: typer.Typer) -> None:
         _use_classes(group.typer_instance)
 
 
-def _usage_error(exc: Exception) -> int:
+def _usage_error(exc: Exception, args: list[str]) -> int:
     """A Click usage error (an unknown option, a value not among the choices) as one line
-    naming the fix, instead of Click's usage block and box."""
+    naming the fix, instead of Click's usage block and box; exit code 1 like every cusep error.
+
+    A value outside an option's choices reads ``unknown --format 'ogg'; one of wav16, ...``."""
     ctx = getattr(exc, "ctx", None)
     where = ctx.command_path if ctx is not None else "cusep"
+    param = getattr(exc, "param", None)
+    desc = getattr(param, "type_descriptor", None)
+    if desc is not None and desc.is_choice:
+        name = max((o for o in param.opts if o.startswith("--")), key=len,  # type: ignore[union-attr]
+                   default=param.opts[0])  # type: ignore[union-attr]
+        value = _value_of(param.opts, args)  # type: ignore[union-attr]
+        if value is not None:
+            fail(f"unknown {name} '{value}'; one of {', '.join(map(str, desc.choices))}")
+            return 1
     message = exc.format_message().rstrip(".")  # type: ignore[attr-defined]
     message = message.replace("Value error, ", "")
     fail(f"{message}; see '{where} --help'")
-    return int(getattr(exc, "exit_code", 2))
+    return 1
+
+
+def _value_of(opts: list[str], args: list[str]) -> str | None:
+    """The last value given to an option (``--opt v``, ``--opt=v``, ``-o v``) in ``args``."""
+    found = None
+    for i, arg in enumerate(args):
+        if arg == "--":
+            break
+        for opt in opts:
+            if arg == opt and i + 1 < len(args):
+                found = args[i + 1]
+            elif arg.startswith(f"{opt}=") and opt.startswith("--"):
+                found = arg[len(opt) + 1:]
+    return found
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -149,5 +174,5 @@ def main(argv: list[str] | None = None) -> None:
     except typer.TyperException as exc:  # Click's usage errors (Exit is handled by Click)
         if type(exc).__name__ == "NoArgsIsHelpError":  # `cusep`, `cusep models`: help shown
             sys.exit(exc.exit_code)  # type: ignore[attr-defined]
-        sys.exit(_usage_error(exc))
+        sys.exit(_usage_error(exc, list(sys.argv[1:] if argv is None else argv)))
     sys.exit(code if isinstance(code, int) else 0)

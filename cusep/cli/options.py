@@ -45,7 +45,7 @@ def device_option(help_text: str = "Device: auto (CUDA if present), cpu, cuda or
 def parse_device(value: str) -> str:
     name = value.strip().lower()
     if not _DEVICE.fullmatch(name):
-        raise typer.BadParameter(f"'{value}' is not one of auto, cpu, cuda, cuda:N")
+        raise typer.BadParameter(f"unknown device '{value}'; use auto, cpu, cuda or cuda:N")
     return name
 
 

@@ -177,9 +177,6 @@ def register(app: typer.Typer) -> None:
                                           "messages stay on stderr)."),
     ) -> None:
         """Separate recordings into one stem per instrument."""
-        from ..audio import FORMAT_EXTENSIONS
-        from ..separate import Separator, SeparatorConfig, is_auto, stem_names
-
         start = time.perf_counter()
         if instruments is None and boxes is None:
             raise CusepError("name the instruments with --instruments (e.g. vn,va,vc or auto), "
@@ -192,6 +189,9 @@ def register(app: typer.Typer) -> None:
         if as_json and boxes is not None:
             raise CusepError("--json summarises audio runs; with --boxes leave --json out "
                              "(the player table is printed)")
+        from ..audio import FORMAT_EXTENSIONS  # torch: only past the argument checks
+        from ..separate import Separator, SeparatorConfig, is_auto, stem_names
+
         files = collect_inputs(inputs, exclude=out)
         if boxes is not None and len(files) != 1:
             raise CusepError(f"--boxes describes the players of one video, but {len(files)} "
