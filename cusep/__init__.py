@@ -11,11 +11,27 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-from .checkpoint import load_detector, load_model
-from .detect import DetectionResult, Detector
-from .instruments import CODES, INSTRUMENTS, parse_instruments
-from .separate import Separator, SeparatorConfig, separate
-from .video_separate import PlayerPlan, separate_video
+import importlib
+import sys
+import types
+from typing import TYPE_CHECKING, Any
+
+# Public name -> the submodule that defines it. They are imported on first use (PEP 562), so
+# `import cusep` (and `cusep --help`) does not pull in torch.
+_EXPORTS = {
+    "CODES": "instruments",
+    "DetectionResult": "detect",
+    "Detector": "detect",
+    "INSTRUMENTS": "instruments",
+    "PlayerPlan": "video_separate",
+    "Separator": "separate",
+    "SeparatorConfig": "separate",
+    "load_detector": "checkpoint",
+    "load_model": "checkpoint",
+    "parse_instruments": "instruments",
+    "separate": "separate",
+    "separate_video": "video_separate",
+}
 
 __all__ = [
     "CODES",
@@ -32,3 +48,43 @@ __all__ = [
     "separate",
     "separate_video",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'cusep' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value  # next time a plain attribute
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_EXPORTS})
+
+
+class _Package(types.ModuleType):
+    """``cusep.separate`` is the function even after the submodule of that name is imported
+    (importing ``cusep.separate`` binds the submodule to the package's attribute)."""
+
+    @property
+    def separate(self) -> Any:
+        from .separate import separate
+
+        return separate
+
+    @separate.setter
+    def separate(self, value: Any) -> None:
+        if not isinstance(value, types.ModuleType):
+            raise AttributeError("cusep.separate is the function cusep.separate.separate")
+
+
+sys.modules[__name__].__class__ = _Package
+
+
+if TYPE_CHECKING:
+    from .checkpoint import load_detector, load_model
+    from .detect import DetectionResult, Detector
+    from .instruments import CODES, INSTRUMENTS, parse_instruments
+    from .separate import Separator, SeparatorConfig, separate
+    from .video_separate import PlayerPlan, separate_video

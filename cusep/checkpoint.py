@@ -28,20 +28,18 @@ import re
 import shutil
 import tempfile
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
-from torch import nn
-
 from .errors import CusepError
-from .model import ConditionedUNet, ModelConfig
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # torch is imported where a network is built or loaded, not at import:
+    import torch  # `cusep models list` and `cusep --help` never need it
+    from torch import nn
+
     from .detect import DetectorConfig, InstrumentDetector
+    from .model import ConditionedUNet, ModelConfig
 
 
 CONFIG_FILE = "config.json"
@@ -59,12 +57,26 @@ _REPO_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
 
 @dataclass(frozen=True)
 class ModelDir:
-    """A verified model directory: its path, ``config.json``, model card and weights' sha256."""
+    """A verified model directory: its path, ``config.json``, model card and weights' sha256;
+    ``source`` is ``org/name@revision`` for a Hub model (its path is a snapshot named by a
+    commit hash), else empty."""
 
     path: Path
     config: dict
     card: str
     sha256: str
+    source: str = ""
+
+    @property
+    def label(self) -> str:
+        """How to name the model to a user: ``org/name@revision (commit 0123456789ab)`` for a
+        Hub model, else the folder's name."""
+        if not self.source:
+            return self.path.name
+        repo, _, revision = self.source.partition("@")
+        commit = self.path.name[:12]
+        return f"{repo}@{commit}" if revision == self.path.name \
+            else f"{self.source} (commit {commit})"
 
     @property
     def weights(self) -> Path:
@@ -77,6 +89,8 @@ class ModelDir:
     @property
     def model_config(self) -> ModelConfig:
         """The network's :class:`ModelConfig` (``config.json`` without the metadata keys)."""
+        from .model import ModelConfig
+
         return self._network_config(ModelConfig, "model")
 
     @property
@@ -99,6 +113,8 @@ class ModelDir:
 
 def build_network(config: ModelConfig | DetectorConfig) -> nn.Module:
     """The network a config describes: ConditionedUNet or InstrumentDetector."""
+    from .model import ConditionedUNet, ModelConfig
+
     if isinstance(config, ModelConfig):
         return ConditionedUNet(config)
     from .detect import InstrumentDetector  # detect imports this module
@@ -108,6 +124,8 @@ def build_network(config: ModelConfig | DetectorConfig) -> nn.Module:
 
 def kind_of(config: ModelConfig | DetectorConfig) -> str:
     """``"separator"`` for a ModelConfig, ``"detector"`` for a DetectorConfig."""
+    from .model import ModelConfig
+
     return KIND if isinstance(config, ModelConfig) else DETECTOR_KIND
 
 
@@ -131,14 +149,18 @@ def save_model_dir(
     training: dict | None = None,
     metrics: dict | None = None,
     card: str | None = None,
-    dtype: torch.dtype = torch.float16,
+    dtype: torch.dtype | None = None,
 ) -> Path:
     """Write ``config.json``, ``model.safetensors`` and ``README.md`` to ``path`` atomically.
 
-    Floating-point tensors are stored contiguous in ``dtype``; integer buffers (BatchNorm's
-    ``num_batches_tracked``) keep their dtype. An existing model directory is replaced; any other
-    non-empty path is refused.
+    Floating-point tensors are stored contiguous in ``dtype`` (default float16); integer
+    buffers (BatchNorm's ``num_batches_tracked``) keep their dtype. An existing model directory
+    is replaced; any other non-empty path is refused.
     """
+    import torch
+    from safetensors.torch import save_file
+
+    dtype = torch.float16 if dtype is None else dtype
     path = Path(path)
     if path.exists() and not _replaceable(path):
         raise CusepError(f"refusing to overwrite {path}: it is not a model directory; "
@@ -293,6 +315,9 @@ def load_detector(
 def _load_network(mdir: ModelDir, config: ModelConfig | DetectorConfig,
                   device: str | torch.device) -> nn.Module:
     """Build the network, load its weights in float32 (strict), eval mode, on ``device``."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
     try:
         state = load_file(str(mdir.weights), device="cpu")
     except (SafetensorError, OSError) as exc:
@@ -308,6 +333,8 @@ def _load_network(mdir: ModelDir, config: ModelConfig | DetectorConfig,
 def _check_state_dict(state: dict[str, torch.Tensor], config: ModelConfig | DetectorConfig,
                       where: Path) -> None:
     """Raise a one-line CusepError unless ``state`` has the keys and shapes of ``config``."""
+    import torch
+
     with torch.device("meta"):
         expected = {k: tuple(t.shape) for k, t in build_network(config).state_dict().items()}
     missing = [k for k in expected if k not in state]
@@ -356,10 +383,12 @@ def resolve_model(
         if "path" in entry:
             return _read_model_dir(reg_path.parent / entry["path"], entry.get("sha256"))
         found = _hub_snapshot(entry["repo_id"], entry["revision"], offline)
-        return _read_model_dir(found, entry.get("sha256"))
+        return replace(_read_model_dir(found, entry.get("sha256")),
+                       source=f"{entry['repo_id']}@{entry['revision']}")
     repo_id, _, revision = text.partition("@")
     if _REPO_ID.fullmatch(repo_id) and not Path(text).expanduser().exists():
-        return _read_model_dir(_hub_snapshot(repo_id, revision or None, offline), None)
+        found = _hub_snapshot(repo_id, revision or None, offline)
+        return replace(_read_model_dir(found, None), source=f"{repo_id}@{revision or 'main'}")
     if Path(text).expanduser().exists():
         raise CusepError(f"{text} is a file; pass the model directory (with {CONFIG_FILE} and "
                          f"{WEIGHTS_FILE})")
@@ -441,6 +470,12 @@ def _hub_snapshot(repo_id: str, revision: str | None, offline: bool | None) -> P
         from huggingface_hub import constants
 
         where = cache_dir or constants.HF_HUB_CACHE
+        cached = cached_revisions(Path(where), repo_id)
+        if offline and cached:
+            raise CusepError(f"model '{name}' is not in the Hugging Face cache ({where}) and "
+                             f"HF_HUB_OFFLINE=1: the cached repo {repo_id} has no revision "
+                             f"'{revision or 'main'}' (cached: {', '.join(cached)}); pass one "
+                             "of those or run once online") from None
         if offline:
             raise CusepError(f"model '{name}' is not in the Hugging Face cache ({where}) and "
                              "HF_HUB_OFFLINE=1; run once online or pass a local directory"
@@ -461,6 +496,20 @@ def _hub_snapshot(repo_id: str, revision: str | None, offline: bool | None) -> P
         raise CusepError(f"cannot fetch '{name}' from the Hugging Face Hub ({exc}); "
                          "retry or pass a local directory") from None
     return Path(found)
+
+
+def cached_revisions(cache: Path, repo_id: str) -> list[str]:
+    """The revisions of ``repo_id`` in a Hub cache, without the network: its refs (branches and
+    tags, as ``name=commit``, the commit shortened to 12) and the other cached commits."""
+    repo = cache / f"models--{repo_id.replace('/', '--')}"
+    snapshots = sorted(p.name for p in (repo / "snapshots").glob("*") if p.is_dir())
+    refs: dict[str, str] = {}
+    for ref in sorted((repo / "refs").rglob("*")) if (repo / "refs").is_dir() else []:
+        if ref.is_file():
+            refs[ref.relative_to(repo / "refs").as_posix()] = ref.read_text().strip()
+    named = set(refs.values())
+    return [f"{name}={commit[:12]}" for name, commit in refs.items() if commit in snapshots] \
+        + [commit for commit in snapshots if commit not in named]
 
 
 # ----------------------------------------------------------------------------------- registry

@@ -201,9 +201,8 @@ class DetectionResult:
 
     @property
     def detected(self) -> tuple[str, ...]:
-        """Codes above the threshold, in class order."""
-        return tuple(c for c, p in zip(self.classes, self.probabilities, strict=True)
-                     if p > self.threshold)
+        """Codes above the threshold, most probable first."""
+        return tuple(c for c, p in self.confidences().items() if p > self.threshold)
 
     def nothing_detected(self, what: str) -> str:
         """The message for a recording with nothing above the threshold (no final stop)."""
@@ -217,12 +216,12 @@ class DetectionResult:
         return {self.classes[i]: float(self.probabilities[i]) for i in order}
 
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready dict: detected codes, threshold, probabilities, windows."""
+        """A JSON-ready dict: detected codes and probabilities (most probable first),
+        threshold, windows (probabilities in class order)."""
         return {
             "detected": list(self.detected),
             "threshold": self.threshold,
-            "probabilities": {c: round(float(p), 4)
-                              for c, p in zip(self.classes, self.probabilities, strict=True)},
+            "probabilities": {c: round(p, 4) for c, p in self.confidences().items()},
             "windows": [{"start": round(float(t), 3),
                          "probabilities": {c: round(float(p), 4)
                                            for c, p in zip(self.classes, row, strict=True)}}

@@ -218,17 +218,26 @@ def markdown_report(grids: Sequence[Grid], settings: dict[str, Any]) -> str:
 # ------------------------------------------------------------------------------------ plots
 
 
-def box_plots(records: Sequence[Record], out: str | Path, by: str,
-              metrics: Sequence[str] = ("si_sdr", "sdr"),
-              settings: dict[str, Any] | None = None) -> Path | None:
-    """PNG box plots of ``metrics`` per instrument or per number of sources, one box per method
-    (like the paper's Figures 3 and 4). None when matplotlib is not installed."""
+def _pyplot() -> Any:
+    """matplotlib.pyplot on the Agg backend, or None when matplotlib is not installed."""
     try:
         import matplotlib
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
+        return None
+    return plt
+
+
+def box_plots(records: Sequence[Record], out: str | Path, by: str,
+              metrics: Sequence[str] = ("si_sdr", "sdr"),
+              settings: dict[str, Any] | None = None) -> Path | None:
+    """PNG box plots of ``metrics`` per instrument or per number of sources, one box per method
+    (like the paper's Figures 3 and 4), each with its median in black and its count of values
+    above it. None when matplotlib is not installed."""
+    plt = _pyplot()
+    if plt is None:
         return None
     model = ((settings or {}).get("model") or {}).get("name")
     order = methods(records, model)
@@ -238,9 +247,10 @@ def box_plots(records: Sequence[Record], out: str | Path, by: str,
         return None
     fig, axes = plt.subplots(len(metrics), 1, figsize=(max(6.0, 1.0 + 0.9 * len(keys)
                                                            * max(1, len(order)) / 2),
-                                                       3.2 * len(metrics)), squeeze=False)
+                                                       3.4 * len(metrics)), squeeze=False)
     width = 0.8 / len(order)
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    what = "instrument" if by == "instrument" else "number of sources"
     for ax, metric in zip(axes[:, 0], metrics, strict=True):
         for j, m in enumerate(order):
             data = [values([r for r in records if r["present"] and r["method"] == m
@@ -249,24 +259,84 @@ def box_plots(records: Sequence[Record], out: str | Path, by: str,
             keep = [(p, d) for p, d in zip(pos, data, strict=True) if len(d)]
             if not keep:
                 continue
+            colour = colours[j % len(colours)]
             box = ax.boxplot([d for _, d in keep], positions=[p for p, _ in keep],
                              widths=width * 0.9, patch_artist=True, showfliers=True,
-                             flierprops={"markersize": 2})
+                             flierprops={"markersize": 2, "markeredgecolor": colour},
+                             medianprops={"color": "black", "linewidth": 1.6})
             for patch in box["boxes"]:
-                patch.set_facecolor(colours[j % len(colours)])
-                patch.set_alpha(0.7)
-            ax.plot([], [], color=colours[j % len(colours)], lw=6, alpha=0.7, label=m)
+                patch.set_facecolor(colour)
+                patch.set_alpha(0.6)
+            for p, d in keep:  # the count, just above the axis' lower edge
+                ax.text(p, 0.01, f"{len(d)}", transform=ax.get_xaxis_transform(),
+                        ha="center", va="bottom", fontsize=6, color="0.3")
+            ax.plot([], [], color=colour, lw=6, alpha=0.6, label=m)
         ax.set_xticks(range(len(keys)))
-        ax.set_xticklabels([str(k) if by == "instrument" else f"{k} sources" for k in keys])
+        ax.set_xticklabels([str(k) for k in keys])
+        ax.set_xlabel(f"{what} (numbers above the axis: values per box)")
         ax.set_ylabel(f"{LABELS[metric]} (dB)")
         ax.grid(axis="y", alpha=0.3)
-        ax.legend(loc="best", fontsize="small")
-    what = "instrument" if by == "instrument" else "number of sources"
+        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize="small")
     axes[0, 0].set_title(f"by {what}")
+    return _save(fig, plt, out)
+
+
+def sources_plot(records: Sequence[Record], out: str | Path, metric: str = "si_sdr",
+                 settings: dict[str, Any] | None = None) -> Path | None:
+    """PNG of the model's ``metric`` per number of sources (boxes, median and count), with the
+    references (ideal ratio mask above, mixture below) as bands from their 25th to 75th
+    percentile with a line at their median. None without matplotlib or without values."""
+    plt = _pyplot()
+    if plt is None:
+        return None
+    model = ((settings or {}).get("model") or {}).get("name")
+    order = methods(records, model)
+    own = [m for m in order if m not in REFERENCE_METHODS]
+    keys = _groups(records, "n_sources")
+    if not own or not keys or not len(values(records, metric)):
+        return None
+    fig, ax = plt.subplots(figsize=(max(5.0, 1.6 * len(keys) + 2), 3.8))
+    bands = {"irm": ("ideal ratio mask", "tab:green"), "mix": ("mixture", "tab:red")}
+    for ref in [r for r in REFERENCE_METHODS if r in order]:
+        name, colour = bands.get(ref, (ref, "0.5"))
+        for i, key in enumerate(keys):
+            x = values([r for r in records if r["present"] and r["method"] == ref
+                        and r["n_sources"] == key], metric)
+            if not len(x):
+                continue
+            low, mid, high = np.percentile(x, [25, 50, 75])
+            ax.fill_between([i - 0.45, i + 0.45], low, high, color=colour, alpha=0.18, lw=0,
+                            label=f"{name} (25-75 %, median)" if i == 0 else None)
+            ax.plot([i - 0.45, i + 0.45], [mid, mid], color=colour, lw=1.2, ls="--")
+    data = [values([r for r in records if r["present"] and r["method"] == own[0]
+                    and r["n_sources"] == key], metric) for key in keys]
+    keep = [(i, d) for i, d in enumerate(data) if len(d)]
+    box = ax.boxplot([d for _, d in keep], positions=[i for i, _ in keep], widths=0.35,
+                     patch_artist=True, medianprops={"color": "black", "linewidth": 1.6},
+                     flierprops={"markersize": 2})
+    for patch in box["boxes"]:
+        patch.set_facecolor("tab:blue")
+        patch.set_alpha(0.6)
+    for i, d in keep:
+        ax.text(i, 0.01, f"n={len(d)}", transform=ax.get_xaxis_transform(), ha="center",
+                va="bottom", fontsize=7, color="0.3")
+    ax.plot([], [], color="tab:blue", lw=6, alpha=0.6, label=own[0])
+    ax.set_xticks(range(len(keys)))
+    ax.set_xticklabels([str(k) for k in keys])
+    ax.set_xlim(-0.6, len(keys) - 0.4)
+    ax.set_xlabel("number of sources in the mixture")
+    ax.set_ylabel(f"{LABELS[metric]} (dB)")
+    ax.set_title(f"{LABELS[metric]} by number of sources, with the references")
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize="small")
+    return _save(fig, plt, out)
+
+
+def _save(fig: Any, plt: Any, out: str | Path) -> Path:
     fig.tight_layout()
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=120)
+    fig.savefig(out, dpi=120, bbox_inches="tight")  # the legends sit beside the axes
     plt.close(fig)
     return out
 

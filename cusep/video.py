@@ -646,22 +646,90 @@ def _label_patch(text: str, colour: tuple[int, int, int], font_size: int) -> np.
     return np.asarray(image)
 
 
-def _draw(image: np.ndarray, box: tuple[int, int, int, int], colour: tuple[int, int, int],
-          patch: np.ndarray, thickness: int) -> None:
-    """Draw the outline of ``box`` and its label ``patch`` into ``image`` (H, W, 3) in place."""
-    height, width = image.shape[:2]
+def _yuv(rgb: np.ndarray) -> np.ndarray:
+    """RGB uint8 (..., 3) -> Y, Cb, Cr (..., 3) float, BT.601 limited range (what x264 and
+    most players assume for yuv420p)."""
+    x = np.asarray(rgb, np.float64) / 255.0
+    m = np.array([[65.481, 128.553, 24.966], [-37.797, -74.203, 112.0],
+                  [112.0, -93.786, -18.214]])
+    return x @ m.T + np.array([16.0, 128.0, 128.0])
+
+
+@dataclass(frozen=True)
+class _Ink:
+    """A player's colour and label patch, ready for yuv420p planes: the colour as (Y, U, V),
+    the patch's luma (h, w) and its chroma (2, h/2, w/2), h and w even."""
+
+    colour: tuple[int, int, int]
+    luma: np.ndarray
+    chroma: np.ndarray
+
+    @classmethod
+    def of(cls, colour: tuple[int, int, int], patch: np.ndarray) -> _Ink:
+        h, w = patch.shape[:2]
+        patch = np.pad(patch, ((0, h % 2), (0, w % 2), (0, 0)), mode="edge")
+        yuv = _yuv(patch)
+        chroma = yuv[..., 1:].reshape(patch.shape[0] // 2, 2, patch.shape[1] // 2, 2, 2)
+        chroma = chroma.mean(axis=(1, 3)).transpose(2, 0, 1)
+        ink = tuple(int(round(v)) for v in _yuv(np.array(colour)))
+        return cls(ink, np.round(yuv[..., 0]).astype(np.uint8),  # type: ignore[arg-type]
+                   np.round(chroma).astype(np.uint8))
+
+
+def _planes(frame: av.VideoFrame, width: int, height: int) -> np.ndarray:
+    """The frame as yuv420p in one array (height * 3 / 2, width): Y, then U, then V, cropped to
+    the even ``width`` x ``height``. A plane copy, no colour conversion, for yuv420p input."""
+    if frame.format.name != "yuv420p":
+        frame = frame.reformat(format="yuv420p")
+    if (frame.width, frame.height) == (width, height):
+        return frame.to_ndarray()
+    parts = []
+    for plane, (w, h) in zip(frame.planes, ((width, height), (width // 2, height // 2),
+                                            (width // 2, height // 2)), strict=True):
+        rows = np.frombuffer(plane, np.uint8).reshape(plane.height, plane.line_size)
+        parts.append(rows[:h, :w].ravel())
+    return np.concatenate(parts).reshape(-1, width)
+
+
+def _split(image: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Views of the Y, U and V planes of a :func:`_planes` array."""
+    width = image.shape[1]
+    height = image.shape[0] * 2 // 3
+    flat = image.reshape(-1)
+    n, q = width * height, (width // 2) * (height // 2)
+    return (flat[:n].reshape(height, width), flat[n:n + q].reshape(height // 2, width // 2),
+            flat[n + q:n + 2 * q].reshape(height // 2, width // 2))
+
+
+def _draw(image: np.ndarray, box: tuple[int, int, int, int], ink: _Ink,
+          thickness: int) -> None:
+    """Draw the outline of ``box`` and its label into a yuv420p :func:`_planes` array in place
+    (the chroma planes at half resolution, covering every chroma pixel the outline touches)."""
+    planes = _split(image)
+    height, width = planes[0].shape
     x, y, w, h = box
     x1, y1 = min(width, x + w), min(height, y + h)
     t = max(1, min(thickness, w // 2, h // 2))
-    image[y:y + t, x:x1] = colour
-    image[max(y, y1 - t):y1, x:x1] = colour
-    image[y:y1, x:x + t] = colour
-    image[y:y1, max(x, x1 - t):x1] = colour
-    ph, pw = patch.shape[:2]
+    for k, (plane, value) in enumerate(zip(planes, ink.colour, strict=True)):
+        if k == 0:
+            bx, by, bx1, by1, bt, et = x, y, x1, y1, t, t
+        else:  # chroma: half resolution, rounded outwards
+            bx, by, bx1, by1 = x // 2, y // 2, -(-x1 // 2), -(-y1 // 2)
+            bt, et = -(-(y % 2 + t) // 2), -(-(x % 2 + t) // 2)
+        plane[by:by + bt, bx:bx1] = value
+        plane[max(by, by1 - bt):by1, bx:bx1] = value
+        plane[by:by1, bx:bx + et] = value
+        plane[by:by1, max(bx, bx1 - et):bx1] = value
+    ph, pw = ink.luma.shape
+    px = x - x % 2
     py = y - ph if y - ph >= 0 else y  # above the box, or inside it at the top
-    pw, ph = min(pw, width - x), min(ph, height - py)
+    py -= py % 2
+    pw, ph = min(pw, width - px), min(ph, height - py)
+    pw, ph = pw - pw % 2, ph - ph % 2
     if pw > 0 and ph > 0:
-        image[py:py + ph, x:x + pw] = patch[:ph, :pw]
+        planes[0][py:py + ph, px:px + pw] = ink.luma[:ph, :pw]
+        for plane, chroma in zip(planes[1:], ink.chroma, strict=True):
+            plane[py // 2:(py + ph) // 2, px // 2:(px + pw) // 2] = chroma[:ph // 2, :pw // 2]
 
 
 def _video_encoder() -> str:
@@ -701,7 +769,7 @@ def write_overlay(
             text = labels.get(player.index) or (
                 f"{player.name} ({player.code})" if player.code else player.name
             )
-            drawn.append((player, colour, _label_patch(str(text), colour, font_size)))
+            drawn.append((player, _Ink.of(colour, _label_patch(str(text), colour, font_size))))
         audio_in = container.streams.audio[0] if container.streams.audio else None
         try:
             dst.parent.mkdir(parents=True, exist_ok=True)
@@ -736,11 +804,12 @@ def _overlay_streams(
     audio_in: av.AudioStream | None,
     output: av.container.OutputContainer,
     src: Path,
-    drawn: list[tuple[Player, tuple[int, int, int], np.ndarray]],
+    drawn: list[tuple[Player, _Ink]],
     size: tuple[int, int],
     thickness: int,
 ) -> None:
-    """Demux ``container`` once: video decoded, drawn on and encoded; audio copied or
+    """Demux ``container`` once: video decoded, drawn on (numpy on the yuv420p planes: no
+    colour conversion either way) and encoded with x264 preset ultrafast; audio copied or
     re-encoded to AAC. Both go to ``output``."""
     import av
 
@@ -752,7 +821,7 @@ def _overlay_streams(
     time_base = stream.time_base if stream.time_base.denominator <= 65535 else Fraction(1, 60000)
     video_out.codec_context.time_base = time_base
     if video_out.codec_context.name == "libx264":
-        video_out.codec_context.options = {"crf": "20", "preset": "veryfast"}
+        video_out.codec_context.options = {"crf": "20", "preset": "ultrafast"}
     else:
         video_out.codec_context.bit_rate = max(1_000_000, out_w * out_h * 6)
     audio_out = None
@@ -774,11 +843,11 @@ def _overlay_streams(
         if packet.stream is stream:
             for frame in _decoded(packet, src):
                 t = float(frame.time) - start if frame.pts is not None else None
-                image = np.ascontiguousarray(frame.to_ndarray(format="rgb24")[:out_h, :out_w])
-                for player, colour, patch in drawn:
+                image = _planes(frame, out_w, out_h)
+                for player, ink in drawn:
                     if t is None or player.active(np.asarray(t)):
-                        _draw(image, player.box, colour, patch, thickness)
-                new = av.VideoFrame.from_ndarray(image, format="rgb24")
+                        _draw(image, player.box, ink, thickness)
+                new = av.VideoFrame.from_ndarray(image, format="yuv420p")
                 pts = None if frame.pts is None else round(frame.pts * frame.time_base
                                                            / time_base)
                 if pts is None or (last_pts is not None and pts <= last_pts):

@@ -254,7 +254,8 @@ def test_existing_output_is_skipped_untouched_unless_force(cli, tmp_path, track,
 
     code, _, err = cli(track, "-i", "vn,vc", "-m", short_model_dir, "-o", out)
     assert code == 0
-    assert "skip" in err and "--force" in err and "exists" in err
+    line = " ".join(err.split())
+    assert f"skip {track}: 2 of 2 stems exist (a/vn.wav, a/vc.wav); use --force" in line
     assert stem.read_bytes() == b"my own file"
     assert (out / "a" / "vc.wav").read_bytes() == other
 
@@ -262,6 +263,19 @@ def test_existing_output_is_skipped_untouched_unless_force(cli, tmp_path, track,
     assert code == 0, err
     assert sf.info(stem).frames == sf.info(track).frames
     assert files_under(out) == [out / "a" / "vc.wav", stem]
+
+
+def test_some_stems_present_names_them_and_the_missing_ones(cli, tmp_path, track,
+                                                            short_model_dir):
+    out = tmp_path / "out"
+    (out / "a").mkdir(parents=True)
+    (out / "a" / "vc.wav").write_bytes(b"mine")
+    code, _, err = cli(track, "-i", "vn,vc,fl", "-m", short_model_dir, "-o", out)
+    assert code == 0, err  # skipped, as the README says, and the run succeeds
+    line = " ".join(err.split())
+    assert "1 of 3 stems exist (a/vc.wav); a/vn.wav, a/fl.wav not written either" in line
+    assert "--force" in line and "total: 1 file (0 ok, 1 skipped, 0 failed)" in line
+    assert files_under(out) == [out / "a" / "vc.wav"]
 
 
 # ------------------------------------------------------------------------- many inputs at once
@@ -396,8 +410,8 @@ def test_bad_input_files(cli, tmp_path, short_model_dir, make_signal, case, need
 @pytest.mark.parametrize(("args", "needles"), [
     (["-i", "vn,cello2"], ["unknown instrument 'cello2'", "Did you mean 'vc'", "Valid codes"]),
     (["-i", "vn,violin"], ["listed twice"]),
-    (["-i", "vn", "--format", "ogg"], ["unknown --format 'ogg'", "wav16", "mp3"]),
-    (["-i", "vn", "--device", "tpu"], ["unknown device 'tpu'"]),
+    (["-i", "vn", "--format", "ogg"], ["unknown --format 'ogg'", "wav16", "flac24", "mp3"]),
+    (["-i", "vn", "--device", "tpu"], ["unknown device 'tpu'", "'--device'"]),
     (["-i", "vn", "--device", "cuda:7"], ["cuda:7"]),
     (["-i", "vn", "--clip-mode", "wrap"], ["--clip-mode"]),
     (["-i", "vn", "--precision", "fp8"], ["--precision"]),

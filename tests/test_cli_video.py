@@ -4,6 +4,7 @@ match on a decoded video, and every bad input as one line with nothing written."
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -86,6 +87,9 @@ def test_boxes_without_instruments_use_motion(cli, tmp_path, duet, tiny_model_di
     names = sorted(p.name for p in (tmp_path / "out" / "duet").iterdir())
     assert len(names) == 2 and {n.split("_")[1] for n in names} == {"vn.wav", "vc.wav"}
     assert video_info(overlay).frames == video_info(duet["path"]).frames
+    line = " ".join(err.split())  # the overlay's time is printed apart from the stems'
+    assert re.search(r"2 player stems in \d+\.\d s\), overlay \S+overlay\.mp4 in \d+\.\d s",
+                     line), line
 
 
 def test_two_players_of_one_instrument_share_its_stem(cli, tmp_path, duet, tiny_model_dir):

@@ -27,7 +27,7 @@ def register(app: typer.Typer) -> None:
                  "FluidSynth and a SoundFont are installed)."),
         force: bool = typer.Option(False, "--force", help="Overwrite an existing output."),
     ) -> None:
-        """Align a score to its recording (DTW on chroma) and write it as MIDI."""
+        """Move a score's notes onto its recording; write MIDI."""
         from ..align import aligned_score
         from ..audio import read_audio
         from ..score import MIDI_SUFFIXES, read_score, write_midi

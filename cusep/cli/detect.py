@@ -4,23 +4,28 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from ..audio import read_audio
-from ..detect import DetectionResult, Detector
 from ..errors import CusepError
 from ..instruments import BY_CODE
 from . import fail
+from .options import device_option
+
+if TYPE_CHECKING:  # torch loads when the command runs
+    from ..detect import DetectionResult
 
 
 def detected_line(path: Path, result: DetectionResult) -> str:
-    """'mix.wav: vn 0.93, vc 0.81 (threshold 0.42)' (rich markup escaped)."""
+    """'mix.wav: vn 0.93, vc 0.81 (threshold 0.42)', most probable first (rich markup
+    escaped)."""
     probs = result.confidences()
-    found = ", ".join(f"{c} {probs[c]:.2f}" for c in result.detected) or "nothing"
+    found = ", ".join(f"{c} {probs[c]:.2f}"
+                      for c in sorted(result.detected, key=lambda c: -probs[c])) or "nothing"
     return f"detected in {escape(str(path))}: {found} (threshold {result.threshold:.2f})"
 
 
@@ -29,7 +34,8 @@ def render_table(path: Path, result: DetectionResult) -> Table:
     table = Table(title=escape(str(path)), caption=f"threshold {result.threshold:.2f}")
     for col in ("", "instrument", "probability", ""):
         table.add_column(col)
-    for code, prob in result.confidences().items():
+    ranked = sorted(result.confidences().items(), key=lambda item: -item[1])
+    for code, prob in ranked:
         mark = "[green]*[/]" if prob > result.threshold else ""
         bar = "#" * int(round(prob * 20))
         table.add_row(mark, f"{code} ({BY_CODE[code].name})", f"{prob:.2f}", bar)
@@ -39,17 +45,22 @@ def render_table(path: Path, result: DetectionResult) -> Table:
 def register(app: typer.Typer) -> None:
     @app.command()
     def detect(
-        inputs: list[Path] = typer.Argument(..., help="Audio/video files or folders."),
+        inputs: list[Path] = typer.Argument(..., metavar="FILE_OR_FOLDER",
+                                            help="Audio/video files or folders."),
         model: str = typer.Option(None, "--model", "-m",
                                   help="Detector name, directory or Hub id (default: registry's)."),
         threshold: float = typer.Option(None, "--threshold",
                                         help="Probability threshold (default: the model's)."),
         as_json: bool = typer.Option(False, "--json", help="Print JSON (with per-window "
                                      "probabilities) instead of tables."),
-        device: str = typer.Option("auto", "--device", "-d", help="auto | cpu | cuda | cuda:N."),
+        device: str = device_option(),
     ) -> None:
-        """Detect which instruments play: probabilities over the whole recording (and per
-        window with --json)."""
+        """Detect which instruments play, with their probabilities.
+
+        Probabilities over the whole recording, most probable first (and per window with
+        --json)."""
+        from ..audio import read_audio
+        from ..detect import Detector
         from .separate import collect_inputs
 
         files = collect_inputs(inputs)

@@ -4,24 +4,29 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 
-from ..data.urmp import Piece
 from ..errors import CusepError
-from ..evaluate import (
-    REFERENCE_METHODS,
-    EvalConfig,
-    EvalResult,
-    PieceOutcome,
-    evaluate,
-    select_pieces,
-)
 from ..progress import progress_bar
-from ..separate import SeparatorConfig
 from . import console
+from .options import (
+    BATCH_SIZE,
+    MIX_FLOOR,
+    OVERLAP,
+    REFERENCE_METHODS,
+    WIENER_ITERATIONS,
+    Precision,
+    Protocol,
+    device_option,
+)
+
+if TYPE_CHECKING:  # torch, the metrics and matplotlib load only when an evaluation runs
+    from ..data.urmp import Piece
+    from ..evaluate import EvalConfig, EvalResult
 
 
 def _references(text: str) -> tuple[str, ...]:
@@ -37,11 +42,8 @@ def _run(kind: str, data: Path, model: str | None, protocol: str, out: Path | No
          ) -> None:
     from .. import report
     from ..checkpoint import resolve_model
+    from ..evaluate import EvalConfig, select_pieces
 
-    if protocol not in ("paper", "full"):
-        raise CusepError(f"unknown --protocol '{protocol}'; use paper or full")
-    if precision not in ("auto", "fp32", "bf16", "fp16"):
-        raise CusepError(f"unknown --precision '{precision}'; auto, fp32, bf16 or fp16")
     config = EvalConfig(protocol=protocol, references=_references(reference), pes=pes,
                         wiener_iterations=iterations, overlap=overlap, batch_size=batch_size,
                         precision=precision, residual=not raw, window=window,
@@ -88,6 +90,8 @@ def _run(kind: str, data: Path, model: str | None, protocol: str, out: Path | No
     if plots:
         made = [report.box_plots(result.records, out / f"by_{by}.png", by,
                                  settings=result.settings) for by in ("instrument", "n_sources")]
+        report.sources_plot(result.records, out / "sources_vs_references.png",
+                            settings=result.settings)  # None without references
         if any(p is None for p in made):
             console.print("[yellow]note:[/] matplotlib is not installed: no box plots "
                           "(pip install 'cusep[eval]')")
@@ -106,6 +110,8 @@ def _stdout() -> Console:
 def _evaluate_with_progress(pieces: list[Piece], model: str, out: Path, config: EvalConfig,
                             data: Path, kind: str, split: str | None, device: str,
                             jobs: int) -> EvalResult:
+    from ..evaluate import PieceOutcome, evaluate
+
     terminal = console.is_terminal
     with progress_bar(console=console, transient=True, disable=not terminal) as bar:
         task = bar.add_task("pieces", total=len(pieces))
@@ -123,7 +129,8 @@ def _evaluate_with_progress(pieces: list[Piece], model: str, out: Path, config: 
 
 def register(app: typer.Typer) -> None:
     """Add the ``eval`` command group (``urmp``, ``synth``, ``compare``) to ``app``."""
-    eval_app = typer.Typer(help="Evaluate separation models.", no_args_is_help=True)
+    eval_app = typer.Typer(help="Evaluate separation models on URMP-layout data.",
+                           no_args_is_help=True)
 
     def make(kind: str, doc: str) -> None:
         @eval_app.command(kind, help=doc)
@@ -132,7 +139,7 @@ def register(app: typer.Typer) -> None:
             model: str = typer.Option(None, "--model", "-m",
                                       help="Model name, directory or Hub id (default: "
                                            "registry's)."),
-            protocol: str = typer.Option("paper", "--protocol",
+            protocol: Protocol = typer.Option("paper", "--protocol",
                                          help="paper (65535-sample segments at 11025 Hz) | "
                                               "full (whole pieces, framewise BSS v4)."),
             out: Path = typer.Option(None, "--out", "-o",
@@ -145,22 +152,20 @@ def register(app: typer.Typer) -> None:
             save_stems: bool = typer.Option(False, "--save-stems",
                                             help="Keep stems in <out>/stems/<piece>/."),
             jobs: int = typer.Option(1, "--jobs", "-j", help="Worker processes."),
-            device: str = typer.Option("auto", "--device", "-d",
-                                       help="auto | cpu | cuda | cuda:N."),
-            iterations: int = typer.Option(SeparatorConfig.wiener_iterations,
-                                           "--wiener-iterations", "--niter",
+            device: str = device_option(),
+            iterations: int = typer.Option(WIENER_ITERATIONS, "--wiener-iterations", "--niter",
                                            help="EM Wiener iterations (0 = soft masks)."),
-            mix_floor: float = typer.Option(SeparatorConfig.mix_floor, "--mix-floor",
+            mix_floor: float = typer.Option(MIX_FLOOR, "--mix-floor",
                                             help="Share of the mixture in every stem (0..1)."),
             rest: bool = typer.Option(False, "--rest", help="Score each instrument separated "
                                       "alone with a rest stem (partial lists)."),
             bss: bool = typer.Option(True, "--bss/--no-bss", help="BSS-eval SDR/SIR/SAR "
                                      "besides SI-SDR (--no-bss: much faster)."),
-            overlap: float = typer.Option(0.25, "--overlap",
+            overlap: float = typer.Option(OVERLAP, "--overlap",
                                           help="Window overlap (full protocol)."),
-            batch_size: int = typer.Option(4, "--batch-size", help="Windows per pass."),
-            precision: str = typer.Option("auto", "--precision",
-                                          help="auto | fp32 | bf16 | fp16."),
+            batch_size: int = typer.Option(BATCH_SIZE, "--batch-size", help="Windows per pass."),
+            precision: Precision = typer.Option("auto", "--precision",
+                                                help="Compute precision (as for separate)."),
             raw: bool = typer.Option(False, "--raw", help="No mixture-consistent residual."),
             window: float = typer.Option(1.0, "--window",
                                          help="BSS-eval window and hop, seconds (full)."),
@@ -182,18 +187,21 @@ def register(app: typer.Typer) -> None:
                  iterations, overlap, batch_size, precision, raw, window, split, plots,
                  mix_floor, rest, bss, score, score_warp, score_prior)
 
-    make("urmp", "Evaluate a model on URMP (as distributed: piece folders, AuSep_*, 48 kHz).")
-    make("synth", "Evaluate a model on pieces rendered by `cusep synth` (URMP layout).")
+    make("urmp", "Evaluate a model on URMP as distributed.\n\n"
+                 "Piece folders with AuMix_*/AuSep_* at 48 kHz.")
+    make("synth", "Evaluate a model on pieces rendered by `cusep synth`.\n\n"
+                  "The URMP layout that `cusep synth` writes.")
 
     @eval_app.command("compare")
     def compare_cmd(
-        results: list[Path] = typer.Argument(..., help="results.json files; first = baseline."),
+        results: list[Path] = typer.Argument(..., metavar="RESULTS_JSON",
+                                             help="results.json files; first = baseline."),
         method: str = typer.Option(None, "--method",
                                    help="Method to compare (default: each file's model)."),
         metrics: str = typer.Option("si_sdr,sd_sdr,si_sdri,pes,sdr,sir,sar", "--metrics",
                                     help="Comma list of metrics."),
     ) -> None:
-        """Paired differences against the first file, with Wilcoxon signed-rank tests."""
+        """Compare runs: paired differences against the first, with Wilcoxon tests."""
         from .. import report
 
         names = [m.strip().lower().replace("-", "_") for m in metrics.split(",") if m.strip()]

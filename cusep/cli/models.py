@@ -16,7 +16,8 @@ from ..instruments import CODES
 
 def register(app: typer.Typer) -> None:
     """Add the ``models`` command group to ``app``."""
-    models_app = typer.Typer(help="Pretrained separation models.", no_args_is_help=True)
+    models_app = typer.Typer(help="Registered models: separators and instrument detectors.",
+                             no_args_is_help=True)
 
     @models_app.command("list")
     def list_cmd(
@@ -25,7 +26,9 @@ def register(app: typer.Typer) -> None:
         ),
         as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
     ) -> None:
-        """List the registered models: name, source, size, instruments, conditioning, metric."""
+        """List the registered separators and detectors.
+
+        Name, source, size, instruments, conditioning (a detector's is "-") and key metric."""
         rows = list_models(registry)
         console = Console(highlight=False)
         if as_json:

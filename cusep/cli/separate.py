@@ -2,31 +2,41 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import numpy as np
 import typer
 from rich.markup import escape
 from rich.table import Table
 
-from ..audio import (
-    AUDIO_EXTENSIONS,
-    FORMAT_EXTENSIONS,
-    MP3_BITRATES,
-    AudioSource,
-    AudioWriter,
-    open_audio,
-)
 from ..errors import CusepError
 from ..guide import ScoreGuide
 from ..progress import progress_bar
-from ..separate import Separator, SeparatorConfig, is_auto, stem_names
 from . import console, fail
 from .claim import claimed, remove_empty
+from .options import (
+    BATCH_SIZE,
+    MIX_FLOOR,
+    MP3_BITRATES,
+    OVERLAP,
+    WIENER_ITERATIONS,
+    ClipMode,
+    Format,
+    Precision,
+    device_option,
+    instruments_epilog,
+)
+
+if TYPE_CHECKING:  # torch (under cusep.audio and cusep.separate) loads when a command runs
+    import numpy as np
+
+    from ..audio import AudioSource
+    from ..separate import Separator
 
 
 @dataclass(frozen=True)
@@ -41,6 +51,8 @@ class Output:
     bitrate: int | None = None
 
     def paths(self, path: Path, stems: tuple[str, ...]) -> dict[str, Path]:
+        from ..audio import FORMAT_EXTENSIONS
+
         return output_paths(path, stems, self.folder, self.template, FORMAT_EXTENSIONS[self.fmt])
 
 
@@ -70,6 +82,10 @@ class Span:
 
     def read(self, path: Path) -> tuple[np.ndarray, int]:
         """The span of ``path`` decoded -> (audio (channels, n), sample rate)."""
+        import numpy as np
+
+        from ..audio import open_audio
+
         source = open_audio(path)
         start, stop = self.frames(source)
         blocks = list(source.blocks(1 << 20, start=start, stop=stop))
@@ -82,6 +98,8 @@ class Outcome:
     status: str  # "ok", "skipped", "failed"
     detail: str
     seconds: float = 0.0
+    audio_seconds: float = 0.0
+    stems: dict[str, Path] = field(default_factory=dict)  # written (ok) or present (skipped)
 
 
 def collect_inputs(inputs: list[Path], exclude: Path | None = None) -> list[Path]:
@@ -91,6 +109,8 @@ def collect_inputs(inputs: list[Path], exclude: Path | None = None) -> list[Path
     A folder scan skips hidden files (``.name``, e.g. macOS ``._x.wav``) and anything under
     ``exclude`` (the output folder, so earlier stems are not separated again).
     """
+    from ..audio import AUDIO_EXTENSIONS
+
     skip = exclude.resolve() if exclude is not None else None
 
     def wanted(p: Path) -> bool:
@@ -117,14 +137,19 @@ def collect_inputs(inputs: list[Path], exclude: Path | None = None) -> list[Path
 def output_paths(path: Path, codes: tuple[str, ...], out: Path, template: str,
                  ext: str) -> dict[str, Path]:
     """Where each stem of ``path`` goes, from the ``--filename`` template: relative paths that
-    stay inside ``out``, with the format's extension and names the file system can hold."""
+    stay inside ``out``, with the format's extension and names the file system can hold.
+
+    Fields: ``{track}`` (the input's name without extension), ``{parent}`` (the name of the
+    folder that holds it), ``{stem}`` (the instrument code or ``rest``), ``{ext}``."""
     if not template.strip():
         raise CusepError("--filename is empty; give a template such as '{track}/{stem}.{ext}'")
+    parent = path.resolve().parent.name or "root"
     try:
-        paths = {c: Path(template.format(track=path.stem, stem=c, ext=ext)) for c in codes}
+        paths = {c: Path(template.format(track=path.stem, parent=parent, stem=c, ext=ext))
+                 for c in codes}
     except (KeyError, IndexError, ValueError) as exc:
         raise CusepError(f"bad --filename template '{template}' ({exc}); "
-                         "use the fields {track}, {stem} and {ext}") from None
+                         "use the fields {track}, {parent}, {stem} and {ext}") from None
     root = out.resolve()
     for rel in paths.values():
         target = (out / rel).resolve()
@@ -144,9 +169,10 @@ def output_paths(path: Path, codes: tuple[str, ...], out: Path, template: str,
 
 
 def register(app: typer.Typer) -> None:
-    @app.command()
+    @app.command(epilog=instruments_epilog() + " Output formats: see README (--format).")
     def separate(
-        inputs: list[Path] = typer.Argument(..., help="Audio/video files or folders."),
+        inputs: list[Path] = typer.Argument(..., metavar="FILE_OR_FOLDER",
+                                            help="Audio/video files or folders."),
         instruments: str = typer.Option(
             None, "--instruments", "-i",
             help="Instruments that play, e.g. 'vn,va,vc' or names; 'auto' detects them."),
@@ -161,48 +187,51 @@ def register(app: typer.Typer) -> None:
                                      help="Detector for --instruments auto (default: registry's)."),
         out: Path = typer.Option(Path("separated"), "--out", "-o", help="Output folder."),
         filename: str = typer.Option("{track}/{stem}.{ext}", "--filename",
-                                     help="Output path template: {track}, {stem}, {ext}."),
-        fmt: str = typer.Option("wav16", "--format", "-f",
-                                help="wav16 | wav24 | float32 | flac | flac24 | mp3."),
+                                     help="Output path template: {track}, {parent} (the "
+                                          "input's folder), {stem}, {ext}."),
+        fmt: Format = typer.Option("wav16", "--format", "-f",
+                                   help="Output format (wav = wav16; flac24: 24-bit FLAC)."),
+        clip: ClipMode = typer.Option("rescale", "--clip-mode",
+                                      help="Integer formats: rescale all stems by their common "
+                                           "peak, or clamp samples."),
         bitrate: int = typer.Option(None, "--bitrate",
                                     help="With --format mp3: kbit/s, constant (default 320)."),
-        clip: str = typer.Option("rescale", "--clip-mode", help="rescale | clamp."),
         force: bool = typer.Option(False, "--force", help="Overwrite existing stems."),
-        device: str = typer.Option("auto", "--device", "-d", help="auto | cpu | cuda | cuda:N."),
+        device: str = device_option(),
         rest: bool = typer.Option(False, "--rest", help="The instruments are only some of "
                                   "those playing: also write a 'rest' stem with the others."),
-        iterations: int = typer.Option(SeparatorConfig.wiener_iterations,
-                                       "--wiener-iterations", "--niter",
+        iterations: int = typer.Option(WIENER_ITERATIONS, "--wiener-iterations", "--niter",
                                        help="EM Wiener iterations (0 = soft masks only)."),
-        mix_floor: float = typer.Option(SeparatorConfig.mix_floor, "--mix-floor",
+        mix_floor: float = typer.Option(MIX_FLOOR, "--mix-floor",
                                         help="Share of the mixture in every stem (0..1): a "
                                              "safeguard for poor estimates."),
         raw: bool = typer.Option(False, "--raw",
                                  help="Raw masked estimates: no residual sharing, no mix "
                                       "floor (stems need not sum to the mix)."),
-        overlap: float = typer.Option(0.25, "--overlap", help="Window overlap in [0, 1)."),
-        batch_size: int = typer.Option(4, "--batch-size", help="Windows per network pass."),
-        precision: str = typer.Option("auto", "--precision", help="auto | fp32 | bf16 | fp16."),
+        overlap: float = typer.Option(OVERLAP, "--overlap", help="Window overlap in [0, 1)."),
+        batch_size: int = typer.Option(BATCH_SIZE, "--batch-size",
+                                       help="Windows per network pass."),
+        precision: Precision = typer.Option("auto", "--precision",
+                                            help="auto: bf16 on CPUs with AMX/AVX512-BF16, "
+                                                 "autocast on CUDA."),
         score: Path = typer.Option(None, "--score",
                                    help="The input's score (.mid, .musicxml, .mxl): names the "
-                                        "instruments, is aligned to the input and silences "
-                                        "each stem where its part rests."),
+                                        "instruments, is aligned to the input and guides the "
+                                        "masks by its notes."),
         start: float = typer.Option(0.0, "--start", help="Separate from this many seconds on."),
         duration: float = typer.Option(None, "--duration",
                                        help="Separate this many seconds (default: to the end)."),
+        as_json: bool = typer.Option(False, "--json",
+                                     help="Print a JSON summary of the run on stdout (the "
+                                          "messages stay on stderr)."),
     ) -> None:
         """Separate recordings into one stem per instrument."""
-        if fmt not in FORMAT_EXTENSIONS:
-            raise CusepError(f"unknown --format '{fmt}'; one of {', '.join(FORMAT_EXTENSIONS)}")
+        began = time.perf_counter()
         if bitrate is not None and fmt != "mp3":
             raise CusepError("--bitrate is for --format mp3; leave it out for lossless formats")
         if bitrate is not None and bitrate not in MP3_BITRATES:
             raise CusepError(f"--bitrate {bitrate} is not an mp3 bitrate; use one of "
                              f"{', '.join(map(str, MP3_BITRATES))}")
-        if clip not in ("rescale", "clamp"):
-            raise CusepError(f"unknown --clip-mode '{clip}'; rescale or clamp")
-        if precision not in ("auto", "fp32", "bf16", "fp16"):
-            raise CusepError(f"unknown --precision '{precision}'; auto, fp32, bf16 or fp16")
         if instruments is None and boxes is None and score is None:
             raise CusepError("name the instruments with --instruments (e.g. vn,va,vc or auto), "
                              "give the score with --score, or a video with --boxes boxes.json")
@@ -218,8 +247,19 @@ def register(app: typer.Typer) -> None:
         if score is not None and (boxes is not None or span != Span()):
             raise CusepError("--score aligns a whole audio recording; leave out --boxes, "
                              "--start and --duration")
+        if as_json and boxes is not None:
+            raise CusepError("--json summarises audio runs; with --boxes leave --json out "
+                             "(the player table is printed)")
+        from ..separate import (  # torch: only past the argument checks
+            Separator,
+            SeparatorConfig,
+            is_auto,
+            stem_names,
+        )
+
         if score is not None and instruments is not None and is_auto(instruments):
             raise CusepError("--score names the instruments; leave out --instruments auto")
+
         files = collect_inputs(inputs, exclude=out)
         if score is not None and len(files) != 1:
             raise CusepError(f"--score is the score of one recording, but {len(files)} inputs "
@@ -250,8 +290,9 @@ def register(app: typer.Typer) -> None:
             codes = sep.check_instruments(instruments)
             codes_of = {f: codes for f in files}
             shown = ", ".join(codes) + (" + rest" if rest else "")
-        console.print(f"model [bold]{escape(sep.name)}[/] on [bold]{sep.device}[/] "
-                      f"({sep.precision}), instruments {shown}, {len(codes_of)} file(s)")
+        console.print(f"model [bold]{escape(model_label(sep))}[/] on [bold]{sep.device}[/] "
+                      f"({sep.precision}), instruments {shown}, {len(codes_of)} file(s)",
+                      soft_wrap=True)
         plan = {f: output.paths(f, stem_names(codes_of[f], rest)) for f in codes_of}
         _check_collisions(plan, filename)
         made_out = not out.exists()
@@ -262,7 +303,13 @@ def register(app: typer.Typer) -> None:
                              "choose a writable --out") from None
         try:
             for f, paths in plan.items():
-                outcomes.append(_one(sep, f, codes_of[f], paths, output, rest, span, guide))
+                existing = {c: p for c, p in paths.items() if p.exists()}
+                if existing and not force:
+                    outcomes.append(_skip(f, paths, existing, out))
+                    continue
+                outcome = _one(sep, f, codes_of[f], paths, output, rest, span, guide)
+                outcomes.append(replace(outcome, stems=paths) if outcome.status == "ok"
+                                else outcome)
         except KeyboardInterrupt:
             done = sum(o.status == "ok" for o in outcomes)
             console.print(f"interrupted: {done} of {len(plan)} input(s) separated and kept; "
@@ -271,9 +318,61 @@ def register(app: typer.Typer) -> None:
         finally:
             if made_out:
                 remove_empty(out, out.parent)
-        _summary(outcomes)
+        wall = time.perf_counter() - began
+        _summary(outcomes, wall)
+        if as_json:
+            settings = {"instruments": instruments, "rest": rest, "format": fmt,
+                        "clip_mode": clip, "filename": filename, "out": str(out),
+                        "force": force, **asdict(config)}
+            print(json.dumps(run_record(sep, outcomes, wall, settings), indent=2))
         if any(o.status == "failed" for o in outcomes):
             raise typer.Exit(1)
+
+
+def model_label(sep: Separator) -> str:
+    """A Hub model as ``org/name@revision (commit ...)``, not by its snapshot hash."""
+    return sep.model_dir.label if sep.model_dir is not None else sep.name
+
+
+def _skip(path: Path, paths: dict[str, Path], existing: dict[str, Path], out: Path) -> Outcome:
+    """An input whose stems (some or all) exist: say which, skip it (the README's rule)."""
+    names = ", ".join(_shown(p, out) for p in existing.values())
+    missing = [_shown(p, out) for c, p in paths.items() if c not in existing]
+    counted = f"{len(existing)} of {len(paths)} stems exist ({names})"
+    also = f"; {', '.join(missing)} not written either" if missing else ""
+    console.print(f"[yellow]skip[/] {escape(str(path))}: {escape(counted + also)}; use --force "
+                  "to overwrite", soft_wrap=True)
+    return Outcome(path, "skipped", counted, stems=dict(existing))
+
+
+def _shown(path: Path, out: Path) -> str:
+    try:
+        return str(path.relative_to(out))
+    except ValueError:
+        return str(path)
+
+
+def run_record(sep: Separator, outcomes: list[Outcome], wall: float,
+               settings: dict[str, object]) -> dict[str, object]:
+    """The ``--json`` summary: model, device, settings, one record per input and the totals."""
+    model = {"name": sep.name, "label": model_label(sep),
+             "path": str(sep.model_dir.path) if sep.model_dir else None,
+             "source": sep.model_dir.source if sep.model_dir else "",
+             "sha256": sep.model_dir.sha256 if sep.model_dir else None}
+    inputs = [{"input": str(o.path), "status": o.status, "detail": o.detail,
+               "stems": {code: str(p) for code, p in o.stems.items()},
+               "audio_seconds": round(o.audio_seconds, 3), "seconds": round(o.seconds, 3)}
+              for o in outcomes]
+    return {"model": model, "device": str(sep.device), "precision": sep.precision,
+            "settings": settings, "inputs": inputs, "totals": _totals(outcomes, wall)}
+
+
+def _totals(outcomes: list[Outcome], wall: float) -> dict[str, float | int]:
+    audio = sum(o.audio_seconds for o in outcomes)
+    counts = {s: sum(o.status == s for o in outcomes) for s in ("ok", "skipped", "failed")}
+    return {"files": len(outcomes), **counts, "audio_seconds": round(audio, 3),
+            "wall_seconds": round(wall, 3),
+            "real_time_factor": round(wall / audio, 4) if audio > 0 else None}
 
 
 def _detect_all(files: list[Path], sep: Separator, detector: str | None,
@@ -349,19 +448,18 @@ def _check_collisions(plan: dict[Path, dict[str, Path]], template: str) -> None:
                 raise CusepError(f"--filename '{template}' gives every stem of '{src}' the same "
                                  f"path '{p}'; include {{stem}} in the template")
             if p in seen:
-                raise CusepError(f"'{src}' and '{seen[p]}' would both write '{p}'; "
-                                 "use a --filename template with {track} (or rename one)")
+                hint = ("add {parent} (the input's folder), e.g. --filename "
+                        "'{parent}/{track}/{stem}.{ext}'" if "{parent}" not in template
+                        else "rename one of them")
+                raise CusepError(f"'{src}' and '{seen[p]}' would both write '{p}'; {hint}")
             seen[p] = src
 
 
 def _one(sep: Separator, path: Path, codes: tuple[str, ...], paths: dict[str, Path],
          output: Output, rest: bool, span: Span, guide: ScoreGuide | None = None) -> Outcome:
     """Separate one input (the ``span`` of it), streaming it from the file to the stems."""
-    existing = [p for p in paths.values() if p.exists()]
-    if existing and not output.force:
-        console.print(f"skip {escape(str(path))}: {escape(str(existing[0]))} exists "
-                      "(use --force to overwrite)", soft_wrap=True)
-        return Outcome(path, "skipped", f"{existing[0]} exists")
+    from ..audio import open_audio  # imports torch: only when a command runs
+
     start = time.perf_counter()
     try:
         source = open_audio(path)
@@ -389,7 +487,7 @@ def _one(sep: Separator, path: Path, codes: tuple[str, ...], paths: dict[str, Pa
                   f"({duration:.1f} s audio in {seconds:.1f} s, "
                   f"{duration / max(seconds, 1e-9):.0f}x real time)", soft_wrap=True)
     n = len(paths)
-    return Outcome(path, "ok", f"{n} stem{'s' if n > 1 else ''}", seconds)
+    return Outcome(path, "ok", f"{n} stem{'s' if n > 1 else ''}", seconds, duration)
 
 
 @contextmanager
@@ -410,6 +508,8 @@ def write_stems(blocks: Iterator[np.ndarray], paths: dict[str, Path], rate: int,
     Returns the factor every stem was divided by (1.0: none) and the frames written: with
     ``clip="rescale"``, stems that exceed full scale in an integer format are all divided by
     their common peak, so they still sum to the input, scaled."""
+    from ..audio import AudioWriter  # imports torch: only when a command runs
+
     writers: list[AudioWriter] = []
     created: list[Path] = []
     try:
@@ -435,15 +535,27 @@ def write_stems(blocks: Iterator[np.ndarray], paths: dict[str, Path], rate: int,
         raise
 
 
-def _summary(outcomes: list[Outcome]) -> None:
-    if len(outcomes) < 2:
-        return
-    table = Table(title="cusep separate")
-    table.add_column("input", overflow="fold")  # a path is never cut short with an ellipsis
-    for col in ("status", "detail", "time (s)"):
-        table.add_column(col)
-    for o in outcomes:
-        style = {"ok": "green", "skipped": "yellow", "failed": "red"}[o.status]
-        table.add_row(escape(str(o.path)), f"[{style}]{o.status}[/]", escape(o.detail),
-                      f"{o.seconds:.1f}")
-    console.print(table)
+def _summary(outcomes: list[Outcome], wall: float | None = None) -> None:
+    """A table of the inputs (2 or more), then always one line of totals."""
+    if len(outcomes) >= 2:
+        table = Table(title="cusep separate")
+        table.add_column("input", overflow="fold")  # a path is never cut short with an ellipsis
+        for col in ("status", "detail", "audio (s)", "time (s)"):
+            table.add_column(col)
+        for o in outcomes:
+            style = {"ok": "green", "skipped": "yellow", "failed": "red"}[o.status]
+            table.add_row(escape(str(o.path)), f"[{style}]{o.status}[/]", escape(o.detail),
+                          f"{o.audio_seconds:.1f}", f"{o.seconds:.1f}")
+        console.print(table)
+    console.print(totals_line(outcomes, wall), soft_wrap=True)
+
+
+def totals_line(outcomes: list[Outcome], wall: float | None = None) -> str:
+    """'total: 3 files (2 ok, 1 skipped, 0 failed), 61.2 s of audio in 20.4 s (real-time factor
+    0.33)'; the factor is wall seconds per second of audio (below 1: faster than real time)."""
+    t = _totals(outcomes, sum(o.seconds for o in outcomes) if wall is None else wall)
+    rtf = f"real-time factor {t['real_time_factor']:.2f}" if t["real_time_factor"] is not None \
+        else "real-time factor -"
+    return (f"total: {t['files']} file{'s' if t['files'] != 1 else ''} ({t['ok']} ok, "
+            f"{t['skipped']} skipped, {t['failed']} failed), {t['audio_seconds']:.1f} s of "
+            f"audio in {t['wall_seconds']:.1f} s ({rtf})")

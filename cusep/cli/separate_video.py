@@ -20,7 +20,7 @@ from ..video_separate import (
     separate_stems,
 )
 from . import console
-from .separate import Output, file_progress, write_stems
+from .separate import Output, file_progress, model_label, write_stems
 
 METHODS = {
     "boxes": "instruments named in the boxes",
@@ -53,7 +53,7 @@ def separate_players(sep: Separator, path: Path, boxes: Path,
         from .detect import detected_line
 
         console.print(detected_line(path, instrument_plan.detection), soft_wrap=True)
-    console.print(f"model [bold]{escape(sep.name)}[/] on [bold]{sep.device}[/] "
+    console.print(f"model [bold]{escape(model_label(sep))}[/] on [bold]{sep.device}[/] "
                   f"({sep.precision}), {len(video.players)} players, instruments "
                   f"{', '.join(codes)}", soft_wrap=True)
     with file_progress(path.name, video.audio.shape[-1]) as update:
@@ -75,16 +75,18 @@ def separate_players(sep: Separator, path: Path, boxes: Path,
     by_player = player_stems(plan, stems)
     block = [by_player[label] for label in labels]
     write_stems(iter([block]), paths, video.rate, video.audio.shape[0], output)
+    stems_done = time.perf_counter()
     if overlay is not None:
         from ..video import write_overlay
 
         write_overlay(path, overlay, plan.players,
                       {p.index: label for p, label in zip(plan.players, labels, strict=True)})
-    seconds = time.perf_counter() - start
+    end = time.perf_counter()
     where = paths[labels[0]].parent
     console.print(f"[green]ok[/] {escape(str(path))} -> {escape(str(where))} "
-                  f"({len(labels)} player stems in {seconds:.1f} s)"
-                  + (f", overlay {escape(str(overlay))}" if overlay else ""), soft_wrap=True)
+                  f"({len(labels)} player stems in {stems_done - start:.1f} s)"
+                  + (f", overlay {escape(str(overlay))} in {end - stems_done:.1f} s"
+                     if overlay else ""), soft_wrap=True)
 
 
 def assignment_table(plan: PlayerPlan) -> Table:

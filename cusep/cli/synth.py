@@ -72,7 +72,9 @@ def register(app: typer.Typer) -> None:
         resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run."),
         force: bool = typer.Option(False, "--force", help="Replace an existing set."),
     ) -> None:
-        """Render multitrack chamber music (stems + exact mix) from the music21 corpus."""
+        """Render multitrack chamber music from the music21 corpus.
+
+        Stems and their exact mix, in the URMP layout."""
         from ..data.synth import SynthConfig, render_dataset
 
         config = SynthConfig(

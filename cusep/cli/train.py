@@ -10,6 +10,7 @@ import typer
 
 from ..errors import CusepError
 from . import console
+from .options import Layout, Weights, device_option
 
 
 def register(app: typer.Typer) -> None:
@@ -18,19 +19,24 @@ def register(app: typer.Typer) -> None:
         run_dir: Path = typer.Argument(..., help="Run folder (created; holds checkpoints)."),
         preset: str = typer.Option("cusep-label", "--preset", "-p",
                                    help="Preset name (exp01..exp18, cusep-*) or a .toml file."),
-        data: list[Path] = typer.Option(None, "--data", help="Training data folder(s)."),
-        valid: list[Path] = typer.Option(None, "--valid", help="Validation data folder(s)."),
-        layout: str = typer.Option(None, "--layout", help="urmp (default) or solos."),
-        overrides: list[str] = typer.Option(None, "--set", "-s",
-                                            help="Override a setting: section.field=value."),
+        data: list[Path] = typer.Option(None, "--data", metavar="<folder>",
+                                        help="Training data folder (repeatable)."),
+        valid: list[Path] = typer.Option(None, "--valid", metavar="<folder>",
+                                         help="Validation data folder (repeatable)."),
+        layout: Layout = typer.Option(None, "--layout",
+                                      help="Data layout (default: the preset's, urmp)."),
+        overrides: list[str] = typer.Option(None, "--set", "-s", metavar="<section.field=value>",
+                                            help="Override a setting (repeatable)."),
         max_steps: int = typer.Option(None, "--max-steps", help="Stop after this many steps."),
         max_minutes: float = typer.Option(None, "--max-minutes", help="Stop after N minutes."),
         resume: bool = typer.Option(False, "--resume", help="Continue the run in RUN_DIR."),
-        device: str = typer.Option("auto", "--device", "-d", help="auto | cpu | cuda | cuda:N."),
-        progress: bool = typer.Option(True, "--progress/--no-progress"),
+        device: str = device_option(),
+        progress: bool = typer.Option(True, "--progress/--no-progress",
+                                      help="Show a progress bar."),
     ) -> None:
-        """Train a separation model or an instrument detector (--preset cusep-detect), also
-        under torchrun for several GPUs/nodes."""
+        """Train a separation model or an instrument detector.
+
+        --preset cusep-detect trains a detector; runs under torchrun for several GPUs/nodes."""
         from ..config import build_config
         from ..train import Interrupted, Trainer, describe, read_run_config, setup_distributed
 
@@ -77,7 +83,8 @@ def register(app: typer.Typer) -> None:
     def export(
         run_dir: Path = typer.Argument(..., help="A training run folder."),
         model_dir: Path = typer.Argument(..., help="Model directory to write."),
-        weights: str = typer.Option("best", "--weights", help="best | last."),
+        weights: Weights = typer.Option("best", "--weights",
+                                        help="The best validation step's weights or the last."),
         metrics: Path = typer.Option(None, "--metrics",
                                      help="JSON of measured test metrics for the model card."),
         notes: Path = typer.Option(None, "--notes", help="Markdown appended to the model card."),
@@ -86,8 +93,10 @@ def register(app: typer.Typer) -> None:
             help="Detectors: the decision threshold to store (default: the one that maximised "
                  "validation macro-F1 at the best step)."),
     ) -> None:
-        """Export a run as a model directory (fp16 safetensors, config, model card); a detector
-        run stores the validation threshold that maximised macro-F1, or --threshold."""
+        """Export a training run as a model directory.
+
+        fp16 safetensors, config and model card; a detector run stores the validation threshold
+        that maximised macro-F1, or --threshold."""
         from ..export import export_run
 
         path = export_run(run_dir, model_dir, weights=weights, metrics_file=metrics,
