@@ -131,17 +131,31 @@ def autocast_dtype(device: torch.device, precision: Precision) -> torch.dtype | 
 
 def mask_positions(model_rate: int, n_fft: int, hop: int, in_rate: int, in_fft: int,
                    in_hop: int, in_frames: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Fractional (model bin, model frame) indices of every input-grid bin and frame.
+    """Fractional (model bin, model frame) indices (len in_fft // 2 + 1,), (in_frames,) of every
+    input-grid bin and frame.
 
     Input bins above the model's Nyquist point past the last model bin, where the caller puts
-    the extended top-band mask.
+    the extended top-band mask. Each position is one rounding of an exact ratio of integers, so
+    the grids of rates that are a multiple of the model's (22.05 and 44.1 kHz for 11025 Hz)
+    give exact integers (:func:`extend_and_map` then copies rows instead of interpolating).
     """
     in_bins = in_fft // 2 + 1
-    freqs = torch.arange(in_bins, dtype=torch.float64) * in_rate / in_fft
-    bins = freqs * n_fft / model_rate
-    times = torch.arange(in_frames, dtype=torch.float64) * in_hop / in_rate
-    frames = times * model_rate / hop
+    bins = (torch.arange(in_bins, dtype=torch.int64) * (in_rate * n_fft)).double()
+    frames = (torch.arange(in_frames, dtype=torch.int64) * (in_hop * model_rate)).double()
+    bins, frames = bins / (in_fft * model_rate), frames / (in_rate * hop)
     return bins.float(), frames.float()
+
+
+def _map_axis(x: torch.Tensor, positions: torch.Tensor, dim: int) -> torch.Tensor:
+    """``interp_axis`` of x at ``positions`` along ``dim``; whole-number positions are copied
+    (index_select, or x itself for 0, 1, ..., n - 1), which gives the same values."""
+    n = x.shape[dim]
+    if not torch.equal(positions, positions.round()):
+        return interp_axis(x, positions, dim)
+    index = positions.to(device=x.device, dtype=torch.int64).clamp_(0, n - 1)
+    if len(index) == n and torch.equal(index, torch.arange(n, device=x.device)):
+        return x
+    return x.index_select(dim, index)
 
 
 def extend_and_map(masks: torch.Tensor, bins: torch.Tensor, frames: torch.Tensor) -> torch.Tensor:
@@ -153,8 +167,8 @@ def extend_and_map(masks: torch.Tensor, bins: torch.Tensor, frames: torch.Tensor
     f = masks.shape[-2]
     top = masks[..., f - f // 4:, :].mean(dim=-2, keepdim=True)
     extended = torch.cat([masks, top], dim=-2)
-    out = interp_axis(extended, bins.clamp(max=f), dim=-2)
-    return interp_axis(out, frames, dim=-1)
+    out = _map_axis(extended, bins.clamp(max=f), dim=-2)
+    return _map_axis(out, frames, dim=-1)
 
 
 def consistent(estimates: torch.Tensor, mix: torch.Tensor) -> torch.Tensor:
