@@ -21,6 +21,7 @@ from typing import Literal
 import numpy as np
 import torch
 
+from . import wiener
 from .audio import resample, to_mono
 from .checkpoint import ModelDir, load_model
 from .errors import CusepError
@@ -28,7 +29,6 @@ from .instruments import BY_CODE, label_vector, parse_instruments
 from .model import ConditionedUNet
 from .spectral import from_grid, interp_axis, istft, scale_magnitude, stft, to_grid
 from .visual import FrameProvider
-from .wiener import wiener
 
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
 CHANNEL_GROUP = 8  # channels filtered jointly; more are filtered in groups (bounded memory)
@@ -171,17 +171,44 @@ def extend_and_map(masks: torch.Tensor, bins: torch.Tensor, frames: torch.Tensor
     return _map_axis(out, frames, dim=-1)
 
 
-def consistent(estimates: torch.Tensor, mix: torch.Tensor) -> torch.Tensor:
-    """Add to each estimate its energy share of the residual so estimates sum to the mixture.
+def _shares(power: torch.Tensor, dim: int) -> torch.Tensor:
+    """Energy shares power / sum(power) along ``dim``, 1 / K where the sum is 0; in place."""
+    total = power.sum(dim, keepdim=True)
+    shares = power.div_(total.clamp_min(1e-30))
+    return shares.masked_fill_(total <= 0, 1 / power.shape[dim])
 
-    estimates complex (..., K), mix complex (...) -> complex (..., K).
+
+def consistent_gain(gain: torch.Tensor, floor: float = 0.0) -> torch.Tensor:
+    """The mixture-consistent residual and the mix floor for estimates y = g x (real gains).
+
+    Each estimate gets its energy share |y_k|^2 / sum |y|^2 of the residual x - sum_k y_k,
+    so the estimates sum to the mixture, then leans towards it:
+    (1 - floor) y_k + floor / K x. With y = g x both stay a real gain of x.
+    gain real (N, K, {1, C}, F, T) -> real (N, K, {1, C}, F, T) (the input is not modified).
     """
-    residual = mix - estimates.sum(-1)
-    power = estimates.real**2 + estimates.imag**2
-    total = power.sum(-1, keepdim=True)
-    k = estimates.shape[-1]
-    share = torch.where(total > 0, power / total.clamp_min(1e-30), torch.full_like(power, 1 / k))
-    return estimates + residual.unsqueeze(-1) * share
+    k = gain.shape[1]
+    left = (1 - gain.sum(1, keepdim=True)).mul_(1 - floor)  # of the residual, floored
+    out = _shares(gain.square(), 1).mul_(left)
+    out.add_(gain, alpha=1 - floor)
+    return out.add_(floor / k) if floor > 0 else out
+
+
+def consistent_planar_(estimates: torch.Tensor, mix: torch.Tensor, floor: float = 0.0
+                       ) -> torch.Tensor:
+    """:func:`consistent_gain` for any estimates, in place, in the planar layout of
+    :func:`cusep.wiener.em_planar`.
+
+    estimates real (N, F, K, C, 2, T) (dim 4: real, imaginary), mix real (N, F, C, 2, T) ->
+    the estimates, modified.
+    """
+    k = estimates.shape[2]
+    residual = mix - estimates.sum(2)  # (N, F, C, 2, T)
+    re, im = estimates.select(4, 0), estimates.select(4, 1)
+    shares = _shares(re.square().addcmul_(im, im), 2)  # (N, F, K, C, T)
+    estimates.addcmul_(residual.unsqueeze(2), shares.unsqueeze(4))
+    if floor > 0:
+        estimates.mul_(1 - floor).add_(mix.unsqueeze(2), alpha=floor / k)
+    return estimates
 
 
 def crossfade_window(length: int, overlap: int) -> np.ndarray:
@@ -368,18 +395,28 @@ class Separator:
                 ) -> torch.Tensor:
         """Masks m (B, K, Fi, Ti) on the input's grid, chunk (B, C, seg_in) -> stems
         (B, K, C, seg_in) on the CPU: EM Wiener on the channels jointly, the residual, the
-        floor."""
+        floor.
+
+        Everything stays in the iSTFT's layout (frames last): soft masks, and one channel,
+        as real gains of the mixture (the residual and the floor too), so the only complex
+        tensor made at full size is the one the iSTFT takes; multichannel EM in the planar
+        layout of :func:`cusep.wiener.em_planar`, written out complex once at the end.
+        """
         x = stft(chunk, in_fft, in_hop)  # (B, C, Fi, Ti)
         v = m.unsqueeze(2) * x.abs().unsqueeze(1)  # (B, K, C, Fi, Ti)
-        v = v.permute(0, 4, 3, 2, 1)  # (B, Ti, Fi, C, K)
-        xw = x.permute(0, 3, 2, 1)  # (B, Ti, Fi, C)
-        y = wiener(v.contiguous(), xw.contiguous(), iterations=self.config.wiener_iterations)
-        if self.config.residual:
-            y = consistent(y, xw)
-        if self.config.mix_floor > 0 and self.config.residual:
-            floor = self.config.mix_floor
-            y = (1 - floor) * y + floor / y.shape[-1] * xw.unsqueeze(-1)
-        y = y.permute(0, 4, 3, 2, 1)  # (B, K, C, Fi, Ti)
+        iterations, residual = self.config.wiener_iterations, self.config.residual
+        floor = self.config.mix_floor if residual else 0.0
+        if iterations == 0 or x.shape[1] == 1:
+            g = (wiener.softmask_gain(v) if iterations == 0 else
+                 wiener.mono_gain(v[:, :, 0], wiener.power(x[:, 0]), iterations).unsqueeze(2))
+            if residual:
+                g = consistent_gain(g, floor)
+            y = wiener.gain_times(g, x.unsqueeze(1))  # (B, K, C, Fi, Ti)
+        else:
+            planar = wiener.em_planar(v, x, iterations)  # (B, Fi, K, C, 2, Ti)
+            if residual:
+                consistent_planar_(planar, wiener.planar(x), floor)
+            y = wiener.from_planar(planar)
         return istft(y, chunk.shape[-1], in_fft, in_hop).float().cpu()
 
 

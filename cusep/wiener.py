@@ -44,19 +44,25 @@ def _ratio_mask(v: torch.Tensor, eps: float) -> torch.Tensor:
     return v / (v.sum(-1, keepdim=True) + eps)
 
 
-def _times_mix(gain: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """Real gain (..., F, B, {1, C}, J) times complex x (..., F, B, C) -> complex (..., F, B, C, J).
+def gain_times(gain: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """Real gain times complex x, shapes broadcast -> complex, contiguous.
 
     Real and imaginary parts are written straight into the output's real view: the gain is never
     promoted to a complex tensor and no kernel runs with a 2-long inner loop (both are slow).
     """
-    xr = torch.view_as_real(x).unsqueeze(-2)
-    shape = torch.broadcast_shapes(gain.shape, xr.shape[:-1])
-    out = torch.empty(shape, dtype=x.dtype, device=x.device)
+    xr = torch.view_as_real(x)
+    out = torch.empty(torch.broadcast_shapes(gain.shape, x.shape), dtype=x.dtype,
+                      device=x.device)
     o = torch.view_as_real(out)
     torch.mul(gain, xr[..., 0], out=o[..., 0])
     torch.mul(gain, xr[..., 1], out=o[..., 1])
     return out
+
+
+def _times_mix(gain: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """Real gain (..., F, B, {1, C}, J) times complex x (..., F, B, C) -> complex
+    (..., F, B, C, J)."""
+    return gain_times(gain, x.unsqueeze(-1))
 
 
 def softmask(v: torch.Tensor, x: torch.Tensor, eps: float | None = None) -> torch.Tensor:
@@ -164,8 +170,8 @@ def _em_mono(
     return p, v, r
 
 
-def _mono_powers(y: torch.Tensor) -> torch.Tensor:
-    """|y|^2, contiguous in the order of y's dims. complex (...) -> real (...)."""
+def power(y: torch.Tensor) -> torch.Tensor:
+    """|y|^2 as re^2 + im^2, contiguous in the order of y's dims. complex (...) -> real (...)."""
     yr = torch.view_as_real(y)
     out = torch.empty(y.shape, dtype=yr.dtype, device=y.device)
     return torch.square(yr[..., 0], out=out).addcmul_(yr[..., 1], yr[..., 1])
@@ -196,7 +202,7 @@ def _em_multi(
     return y, v, R
 
 
-def _planar(x: torch.Tensor) -> torch.Tensor:
+def planar(x: torch.Tensor) -> torch.Tensor:
     """Mixture complex (N, C, B, F) -> planar real (N, B, C, 2, F) (dim 3: real, imaginary)."""
     return torch.view_as_real(x).permute(0, 2, 1, 4, 3).contiguous()
 
@@ -316,7 +322,7 @@ def _em_full(
     if x.shape[-1] != 2:
         return _em_multi(y, x, iterations, eps, batch_frames)
     Y = _norbert_to_planar(y)
-    v, Rs = _em_stereo(Y, _planar(x.permute(0, 3, 2, 1)), iterations, eps)
+    v, Rs = _em_stereo(Y, planar(x.permute(0, 3, 2, 1)), iterations, eps)
     return _planar_to_norbert(Y), v.permute(0, 3, 1, 2), _stereo_R(Rs, x.dtype)
 
 
@@ -329,13 +335,15 @@ def _rescale(x: torch.Tensor) -> torch.Tensor:
     return (x.abs().amax(dim=dims, keepdim=True) / 10).clamp_(min=1.0)
 
 
-def mono_gain(v: torch.Tensor, x2: torch.Tensor, iterations: int, eps: float,
+def mono_gain(v: torch.Tensor, x2: torch.Tensor, iterations: int, eps: float | None = None,
               softmask: bool = True) -> torch.Tensor:
     """One-channel Wiener/EM as a real gain, in the work layout: y = g x.
 
-    v: real (N, J, B, F) magnitudes; x2: real (N, B, F) |x|^2 (modified: divided by norbert's
-    m^2). Returns g real (N, J, B, F). ``iterations`` >= 1.
+    v: real (N, J, B, F) magnitudes; x2: real (N, B, F) |x|^2 (:func:`power`; modified: divided
+    by norbert's m^2). Returns g real (N, J, B, F). ``iterations`` >= 1; eps: default the
+    machine epsilon of v's dtype.
     """
+    eps = torch.finfo(v.dtype).eps if eps is None else float(eps)
     m2 = (x2.amax(dim=(1, 2), keepdim=True) / 100).clamp_(min=1.0)  # m^2: (N, 1, 1)
     x2 /= m2
     if softmask:  # p = (v / (eps + sum_j v))^2 |x / m|^2
@@ -347,8 +355,12 @@ def mono_gain(v: torch.Tensor, x2: torch.Tensor, iterations: int, eps: float,
     return g
 
 
-def softmask_gain(v: torch.Tensor, eps: float) -> torch.Tensor:
-    """Soft mask in the work layout: v / (eps + sum_j v). real (N, J, ...) -> (N, J, ...)."""
+def softmask_gain(v: torch.Tensor, eps: float | None = None) -> torch.Tensor:
+    """Soft mask in the work layout: v / (eps + sum_j v). real (N, J, ...) -> (N, J, ...).
+
+    eps: default the machine epsilon of v's dtype (norbert's).
+    """
+    eps = torch.finfo(v.dtype).eps if eps is None else float(eps)
     return v / (v.sum(1, keepdim=True) + eps)
 
 
@@ -362,7 +374,7 @@ def em_planar(v: torch.Tensor, x: torch.Tensor, iterations: int, eps: float | No
     filtering batch for C > 2 (bounded memory; stereo makes no large temporaries).
     """
     eps = _default_eps(x, eps)
-    return _em_planar(softmask_gain(v.to(x.real.dtype), eps), _planar(x), iterations, eps,
+    return _em_planar(softmask_gain(v.to(x.real.dtype), eps), planar(x), iterations, eps,
                       batch_frames)
 
 
@@ -425,8 +437,8 @@ def expectation_maximization(
     xf = x.reshape(-1, F, B, C)
     yf = y.reshape(-1, F, B, C, J)
     if C == 1 and iterations > 0:
-        x2 = _mono_powers(xf.permute(0, 3, 2, 1))[:, 0]  # (N, B, F)
-        p = _mono_powers(yf[..., 0, :].permute(0, 3, 2, 1))  # (N, J, B, F)
+        x2 = power(xf.permute(0, 3, 2, 1))[:, 0]  # (N, B, F)
+        p = power(yf[..., 0, :].permute(0, 3, 2, 1))  # (N, J, B, F)
         g, vf, r = _em_mono(p, x2, iterations, eps, keep_v=True)
         yf = _times_mix(g.permute(0, 3, 2, 1).unsqueeze(-2), xf)
         vf = vf.permute(0, 3, 2, 1)
@@ -475,13 +487,13 @@ def wiener(
     vw = vf.permute(0, 4, 3, 2, 1)  # work layout (N, J, {1, C}, B, F)
     xw = xf.permute(0, 3, 2, 1)  # (N, C, B, F)
     if C == 1:  # work on real powers only, y = g x at the end
-        g = mono_gain(vw[:, :, 0], _mono_powers(xw)[:, 0], iterations, eps, softmask)
+        g = mono_gain(vw[:, :, 0], power(xw)[:, 0], iterations, eps, softmask)
         y = _times_mix(g.permute(0, 3, 2, 1).unsqueeze(-2), xf)
     elif softmask:
-        y = _planar_to_norbert(_em_planar(softmask_gain(vw, eps), _planar(xw), iterations, eps,
+        y = _planar_to_norbert(_em_planar(softmask_gain(vw, eps), planar(xw), iterations, eps,
                                           batch_frames))
     else:
-        phase = _planar(torch.polar(torch.ones_like(xw.real), torch.angle(xw)))
+        phase = planar(torch.polar(torch.ones_like(xw.real), torch.angle(xw)))
         y = _planar_to_norbert(_em_planar(vw, phase, iterations, eps, batch_frames,
-                                          mix=_planar(xw)))
+                                          mix=planar(xw)))
     return y.reshape(*lead, F, B, C, J)
