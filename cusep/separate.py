@@ -402,7 +402,8 @@ class Separator:
         tensor made at full size is the one the iSTFT takes; multichannel EM in the planar
         layout of :func:`cusep.wiener.em_planar`, written out complex once at the end.
         """
-        x = stft(chunk, in_fft, in_hop)  # (B, C, Fi, Ti)
+        # torch's STFT gives bins innermost: one copy to frames innermost, as everything else
+        x = stft(chunk, in_fft, in_hop).contiguous()  # (B, C, Fi, Ti)
         v = m.unsqueeze(2) * x.abs().unsqueeze(1)  # (B, K, C, Fi, Ti)
         iterations, residual = self.config.wiener_iterations, self.config.residual
         floor = self.config.mix_floor if residual else 0.0
