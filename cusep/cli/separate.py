@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 import typer
 from rich.markup import escape
 from rich.table import Table
@@ -140,6 +141,8 @@ def register(app: typer.Typer) -> None:
         overlap: float = typer.Option(0.25, "--overlap", help="Window overlap in [0, 1)."),
         batch_size: int = typer.Option(4, "--batch-size", help="Windows per network pass."),
         precision: str = typer.Option("auto", "--precision", help="auto | fp32 | bf16 | fp16."),
+        threads: int = typer.Option(None, "--threads",
+                                    help="CPU threads for torch (default: torch's choice)."),
     ) -> None:
         """Separate recordings into one stem per instrument."""
         if fmt not in FORMAT_EXTENSIONS:
@@ -148,6 +151,10 @@ def register(app: typer.Typer) -> None:
             raise CusepError(f"unknown --clip-mode '{clip}'; rescale or clamp")
         if precision not in ("auto", "fp32", "bf16", "fp16"):
             raise CusepError(f"unknown --precision '{precision}'; auto, fp32, bf16 or fp16")
+        if threads is not None:
+            if threads < 1:
+                raise CusepError(f"--threads must be at least 1 (got {threads})")
+            torch.set_num_threads(threads)
         if instruments is None and boxes is None:
             raise CusepError("name the instruments with --instruments (e.g. vn,va,vc or auto), "
                              "or give a video with --boxes boxes.json")
