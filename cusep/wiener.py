@@ -350,7 +350,8 @@ def mono_gain(v: torch.Tensor, x2: torch.Tensor, iterations: int, eps: float | N
         scale = x2.sqrt() / (v.sum(1) + eps)
     else:  # p = (v / m)^2
         scale = m2.rsqrt()
-    p = (v * scale.unsqueeze(1)).square_()
+    p = torch.empty(v.shape, dtype=v.dtype, device=v.device)  # contiguous whatever v's strides
+    torch.mul(v, scale.unsqueeze(1), out=p).square_()
     g, _, _ = _em_mono(p, x2, iterations, eps)
     return g
 
