@@ -409,7 +409,7 @@ class Separator:
         floor = self.config.mix_floor if residual else 0.0
         if iterations == 0 or x.shape[1] == 1:
             g = (wiener.softmask_gain(v) if iterations == 0 else
-                 wiener.mono_gain(v[:, :, 0], wiener.power(x[:, 0]), iterations).unsqueeze(2))
+                 wiener.mono_gain(v[:, :, 0], wiener.power(x[:, :1]), iterations).unsqueeze(2))
             if residual:
                 g = consistent_gain(g, floor)
             y = wiener.gain_times(g, x.unsqueeze(1))  # (B, K, C, Fi, Ti)

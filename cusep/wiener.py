@@ -145,28 +145,30 @@ def apply_filter(x: torch.Tensor, W: torch.Tensor) -> torch.Tensor:
 
 
 def _em_mono(
-    p: torch.Tensor, x2: torch.Tensor, iterations: int, eps: float, keep_v: bool = False
+    p: torch.Tensor, x2: torch.Tensor, iterations: int, eps: float, keep_v: bool = False,
+    sources: int = 1, frames: int = -1,
 ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
     """One-channel EM on real powers (closed form of norbert's EM for C = 1), in place.
 
-    Work layout (N, J, B, F): frames last and contiguous, so sums over frames and sources and
-    every broadcast run along them. p: (N, J, B, F) powers |y|^2 of the current estimates,
-    overwritten by the gain; x2: (N, B, F) |x|^2. Returns the real gain g (N, J, B, F) (the
-    storage of p) with y = g x, the v (N, J, B, F) of the last iteration when ``keep_v`` (else
-    None) and its R (N, J, B) (real: the 1x1 spatial covariances).
+    Any layout with the signals first: p (N, ...) powers |y|^2 of the current estimates with
+    the sources on dim ``sources`` and the frames on dim ``frames`` (the work layout (N, J, B,
+    F) by default; the one with the bins last, (N, F, J, B), suits norbert's), overwritten by
+    the gain; x2 |x|^2, broadcastable to p (1 on the sources dim). Returns the real gain g (the
+    storage of p) with y = g x, the v of the last iteration when ``keep_v`` (else None), both
+    shaped as p, and its R (real: the 1x1 spatial covariances), shaped as p with 1 frame.
     """
     # norbert: inv(Cxx) = 1 / ((sum_j v_j R_j + sqrt(eps)) + eps)
     reg = math.sqrt(eps) + eps
-    v, r = None, p.new_zeros(p.shape[:3])
+    v, r = None, p.new_zeros(p.sum(frames, keepdim=True).shape)
     for it in range(iterations):
-        s = p.sum(-1)  # (N, J, B)
+        s = p.sum(frames, keepdim=True)
         r = s / (s + eps)
         if keep_v and it + 1 == iterations:
             v = p.clone()
-        g = p.mul_(r.unsqueeze(-1))  # v_j R_j
-        g /= g.sum(1, keepdim=True) + reg
+        g = p.mul_(r)  # v_j R_j
+        g /= g.sum(sources, keepdim=True) + reg
         if it + 1 < iterations:
-            p = g.square_().mul_(x2.unsqueeze(1))
+            p = g.square_().mul_(x2)
     return p, v, r
 
 
@@ -336,23 +338,25 @@ def _rescale(x: torch.Tensor) -> torch.Tensor:
 
 
 def mono_gain(v: torch.Tensor, x2: torch.Tensor, iterations: int, eps: float | None = None,
-              softmask: bool = True) -> torch.Tensor:
-    """One-channel Wiener/EM as a real gain, in the work layout: y = g x.
+              softmask: bool = True, sources: int = 1, frames: int = -1) -> torch.Tensor:
+    """One-channel Wiener/EM as a real gain: y = g x.
 
-    v: real (N, J, B, F) magnitudes; x2: real (N, B, F) |x|^2 (:func:`power`; modified: divided
-    by norbert's m^2). Returns g real (N, J, B, F). ``iterations`` >= 1; eps: default the
-    machine epsilon of v's dtype.
+    v: real (N, J, B, F) magnitudes (or another layout, as for :func:`_em_mono`); x2: real |x|^2
+    (:func:`power`) broadcastable to v (N, 1, B, F), modified: divided by norbert's m^2.
+    Returns g real, shaped as v (contiguous). ``iterations`` >= 1; eps: default the machine
+    epsilon of v's dtype.
     """
     eps = torch.finfo(v.dtype).eps if eps is None else float(eps)
-    m2 = (x2.amax(dim=(1, 2), keepdim=True) / 100).clamp_(min=1.0)  # m^2: (N, 1, 1)
+    dims = tuple(range(1, x2.dim()))
+    m2 = (x2.amax(dim=dims, keepdim=True) / 100).clamp_(min=1.0)  # m^2: (N, 1, ...)
     x2 /= m2
     if softmask:  # p = (v / (eps + sum_j v))^2 |x / m|^2
-        scale = x2.sqrt() / (v.sum(1) + eps)
+        scale = x2.sqrt() / (v.sum(sources, keepdim=True) + eps)
     else:  # p = (v / m)^2
         scale = m2.rsqrt()
     p = torch.empty(v.shape, dtype=v.dtype, device=v.device)  # contiguous whatever v's strides
-    torch.mul(v, scale.unsqueeze(1), out=p).square_()
-    g, _, _ = _em_mono(p, x2, iterations, eps)
+    torch.mul(v, scale, out=p).square_()
+    g, _, _ = _em_mono(p, x2, iterations, eps, sources=sources, frames=frames)
     return g
 
 
@@ -438,12 +442,13 @@ def expectation_maximization(
     xf = x.reshape(-1, F, B, C)
     yf = y.reshape(-1, F, B, C, J)
     if C == 1 and iterations > 0:
-        x2 = power(xf.permute(0, 3, 2, 1))[:, 0]  # (N, B, F)
-        p = power(yf[..., 0, :].permute(0, 3, 2, 1))  # (N, J, B, F)
-        g, vf, r = _em_mono(p, x2, iterations, eps, keep_v=True)
-        yf = _times_mix(g.permute(0, 3, 2, 1).unsqueeze(-2), xf)
-        vf = vf.permute(0, 3, 2, 1)
-        Rf = r.transpose(-1, -2).to(x.dtype)[..., None, None, :]
+        # bins last, (N, F, J, B): norbert's order but for the sources, so no transposing copy
+        x2 = power(xf[..., 0]).unsqueeze(2)  # (N, F, 1, B)
+        p = power(yf[..., 0, :].transpose(-1, -2))  # (N, F, J, B)
+        g, vf, r = _em_mono(p, x2, iterations, eps, keep_v=True, sources=2, frames=1)
+        yf = _times_mix(g.transpose(-1, -2).unsqueeze(-2), xf)
+        vf = vf.transpose(-1, -2)
+        Rf = r[:, 0].transpose(-1, -2).to(x.dtype)[..., None, None, :]  # (N, B, 1, 1, J)
     elif iterations > 0:
         yf, vf, Rf = _em_full(yf, xf, iterations, eps, batch_frames)
     else:
@@ -487,9 +492,10 @@ def wiener(
         return _times_mix(vf, phase).reshape(*lead, F, B, C, J)
     vw = vf.permute(0, 4, 3, 2, 1)  # work layout (N, J, {1, C}, B, F)
     xw = xf.permute(0, 3, 2, 1)  # (N, C, B, F)
-    if C == 1:  # work on real powers only, y = g x at the end
-        g = mono_gain(vw[:, :, 0], power(xw)[:, 0], iterations, eps, softmask)
-        y = _times_mix(g.permute(0, 3, 2, 1).unsqueeze(-2), xf)
+    if C == 1:  # work on real powers only, y = g x at the end, bins last: (N, F, J, B)
+        g = mono_gain(vf[..., 0, :].transpose(-1, -2), power(xf[..., 0]).unsqueeze(2),
+                      iterations, eps, softmask, sources=2, frames=1)
+        y = _times_mix(g.transpose(-1, -2).unsqueeze(-2), xf)
     elif softmask:
         y = _planar_to_norbert(_em_planar(softmask_gain(vw, eps), planar(xw), iterations, eps,
                                           batch_frames))

@@ -237,7 +237,7 @@ def test_em_planar_matches_norbert(channels: int, iterations: int) -> None:
 def test_mono_gain_matches_norbert(softmask: bool) -> None:
     v, x = _scene(1, sources=3, peak=40.0, seed=60)
     vw, xw = _work(v, x)
-    g = W.mono_gain(vw[:, :, 0], xw[:, 0].abs().square(), 2, float(np.finfo(np.float64).eps),
+    g = W.mono_gain(vw[:, :, 0], xw[:, :1].abs().square(), 2, float(np.finfo(np.float64).eps),
                     softmask)
     assert g.shape == (1, 3, x.shape[1], x.shape[0]) and not g.is_complex()
     y = g * xw[:, None, 0]  # (1, J, B, F)
