@@ -1,6 +1,12 @@
 """End-to-end separation speed and memory: cusep against a pipeline built like the authors'.
 
-Both run in this one process on the same mixture and the same model weights:
+Default input: 3 minutes of 44.1 kHz stereo, 4 instruments, cusep's defaults (soft masks; pass
+``--wiener-iterations 0,2`` for both settings). For each setting it prints cusep's real-time
+factor and where the time goes (decode + resample + STFT, network, mask mapping, Wiener, residual
+and floor, iSTFT, writing), and once the fixed start-up cost (importing the CLI, loading the
+model, the first window's one-off kernel set-up).
+
+Both pipelines run in this one process on the same mixture and the same model weights:
 - cusep: read -> Separator (overlapping windows, bf16/channels_last where the CPU has it,
   batched torch EM Wiener, full band, mixture-consistent) -> streamed atomic writes;
 - reference: read -> mono 11025 Hz -> fp32 network on non-overlapping 65535-sample segments ->
@@ -8,12 +14,14 @@ Both run in this one process on the same mixture and the same model weights:
   requested stems at 11025 Hz.
 Then, in a child process, the peak resident memory of ``cusep separate`` on a 30-minute file.
 
-    python benchmarks/bench_separate.py [--model NAME|DIR] [--rate 11025] [--channels 1]
+    python benchmarks/bench_separate.py [--model NAME|DIR] [--rate 44100] [--channels 2]
+        [--wiener-iterations 0,2] [--no-reference] [--memory-minutes 30]
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import resource
 import subprocess
 import sys
@@ -26,6 +34,7 @@ import numpy as np
 import soundfile as sf
 import torch
 
+from cusep import wiener
 from cusep.audio import AudioWriter, read_audio, resample, to_mono, write_audio
 from cusep.checkpoint import load_model
 from cusep.instruments import label_vector
@@ -51,14 +60,80 @@ def synth_mixture(seconds: float, rate: int, channels: int, seed: int = 0) -> np
     return np.stack([mix * (1 - 0.1 * c) for c in range(channels)]).astype(np.float32)
 
 
-def run_cusep(sep: Separator, path: Path, out: Path) -> None:
+class Stages:
+    """Wall time per stage of a cusep run, by wrapping the functions the Separator calls."""
+
+    STAGES = ("decode+resample+STFT", "network", "mask mapping", "Wiener", "residual+floor",
+              "iSTFT", "writing")
+
+    def __init__(self, sep: Separator) -> None:
+        self.times = dict.fromkeys(self.STAGES, 0.0)
+        module = importlib.import_module("cusep.separate")  # cusep.separate: the function
+        for name, stage in (("resample", 0), ("to_mono", 0), ("stft", 0), ("extend_and_map", 2),
+                            ("consistent_gain", 4), ("consistent_planar_", 4), ("istft", 5)):
+            setattr(module, name, self.timed(self.STAGES[stage], getattr(module, name)))
+        for name in ("softmask_gain", "mono_gain", "em_planar", "gain_times", "from_planar",
+                     "power", "planar"):
+            setattr(wiener, name, self.timed("Wiener", getattr(wiener, name)))
+        sep.model.forward = self.timed("network", sep.model.forward)
+
+    def timed(self, stage: str, fn):
+        def run(*args, **kwargs):
+            start = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                self.times[stage] += time.perf_counter() - start
+        return run
+
+    def reset(self) -> None:
+        self.times = dict.fromkeys(self.STAGES, 0.0)
+
+
+def run_cusep(sep: Separator, path: Path, out: Path, stages: Stages | None = None) -> None:
+    start = time.perf_counter()
     audio, rate = read_audio(path)
+    if stages is not None:
+        stages.times["decode+resample+STFT"] += time.perf_counter() - start
     writers = [AudioWriter(out / f"{c}.wav", rate, audio.shape[0]) for c in CODES]
     for block in sep.iter_blocks(audio, rate, CODES):
+        start = time.perf_counter()
         for writer, stem in zip(writers, block, strict=True):
             writer.write(stem)
+        if stages is not None:
+            stages.times["writing"] += time.perf_counter() - start
+    start = time.perf_counter()
     for writer in writers:
         writer.finish()
+    if stages is not None:
+        stages.times["writing"] += time.perf_counter() - start
+
+
+def startup_cost(model: ConditionedUNet, model_arg: list[str] | None, tmp: Path, rate: int,
+                 channels: int) -> None:
+    """Print the fixed cost of a run: CLI import (child process), model load, first window."""
+    start = time.perf_counter()
+    subprocess.run([sys.executable, "-c", "import cusep.cli"], check=True)
+    imported = time.perf_counter() - start
+    start = time.perf_counter()
+    subprocess.run([sys.executable, "-c", "pass"], check=True)
+    imported -= time.perf_counter() - start  # the interpreter's own start
+    start = time.perf_counter()
+    if model_arg is not None:
+        load_model(model_arg[1] if model_arg else None)
+    loaded = time.perf_counter() - start
+    short = tmp / "short.wav"
+    sf.write(short, synth_mixture(5.0, rate, channels, seed=1).T, rate, subtype="PCM_16")
+    sep = Separator(model, device="cpu")
+    start = time.perf_counter()
+    run_cusep(sep, short, tmp / "cold")
+    cold = time.perf_counter() - start
+    start = time.perf_counter()
+    run_cusep(sep, short, tmp / "warm2")
+    warm = time.perf_counter() - start
+    print(f"start-up: import cusep.cli {imported:.2f} s, model load {loaded:.2f} s, "
+          f"first window's set-up {max(cold - warm, 0):.2f} s (5 s input: cold {cold:.2f} s, "
+          f"warm {warm:.2f} s)")
 
 
 def run_reference(model: ConditionedUNet, path: Path, out: Path) -> None:
@@ -102,8 +177,12 @@ def main() -> None:
     parser.add_argument("--model", default=None, help="model name or folder (default: registry's; "
                         "an untrained network of the default architecture if there is none)")
     parser.add_argument("--minutes", type=float, default=3.0)
-    parser.add_argument("--rate", type=int, default=11025)
-    parser.add_argument("--channels", type=int, default=1)
+    parser.add_argument("--rate", type=int, default=44100)
+    parser.add_argument("--channels", type=int, default=2)
+    parser.add_argument("--wiener-iterations", default="0",
+                        help="comma-separated settings to time, e.g. 0,2 (default 0: cusep's)")
+    parser.add_argument("--no-reference", action="store_true",
+                        help="skip the authors'-style pipeline (norbert, 2 iterations)")
     parser.add_argument("--memory-minutes", type=float, default=30.0,
                         help="length of the memory test input (0: skip)")
     parser.add_argument("--threads", type=int, default=2)
@@ -118,26 +197,43 @@ def main() -> None:
         print(f"(no trained model: {exc}; timing an untrained network of the same size)")
         model = ConditionedUNet(ModelConfig()).eval()
         model_arg = None
+    settings = [int(n) for n in args.wiener_iterations.split(",")]
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         mix = synth_mixture(args.minutes * 60, args.rate, args.channels)
         src = tmp / "mix.wav"
         sf.write(src, mix.T, args.rate, subtype="PCM_16")
         seconds = mix.shape[-1] / args.rate
-        sep = Separator(model, device="cpu", config=SeparatorConfig(wiener_iterations=2))
-        run_cusep(sep, src, tmp / "warm")  # warm-up (oneDNN kernels, allocator)
-        times = {}
-        for name, fn in (("cusep", lambda: run_cusep(sep, src, tmp / "a")),
-                         ("reference", lambda: run_reference(model.float(), src, tmp / "b"))):
-            start = time.perf_counter()
-            fn()
-            times[name] = time.perf_counter() - start
         print(f"input: {args.minutes:g} min, {args.rate} Hz, {args.channels} channel(s), "
-              f"4 instruments, 2 Wiener iterations, {args.threads} threads, "
-              f"cusep precision {sep.precision}")
-        for name, t in times.items():
-            print(f"{name:10s} {t:8.2f} s   {seconds / t:6.1f}x real time")
-        print(f"cusep is {times['reference'] / times['cusep']:.2f}x the reference's speed")
+              f"4 instruments, {args.threads} threads")
+        startup_cost(model, model_arg, tmp, args.rate, args.channels)
+        times = {}
+        for iterations in settings:
+            sep = Separator(model, device="cpu",
+                            config=SeparatorConfig(wiener_iterations=iterations))
+            run_cusep(sep, src, tmp / "warm")  # warm-up (oneDNN kernels, allocator)
+            stages = Stages(sep)
+            start = time.perf_counter()
+            run_cusep(sep, src, tmp / "a", stages)
+            total = time.perf_counter() - start
+            name = f"cusep --wiener-iterations {iterations}"
+            times[name] = total
+            print(f"{name} ({sep.precision}): {total:.2f} s, {seconds / total:.1f}x real time")
+            split = stages.times
+            split["other (overlap-add, copies)"] = total - sum(split.values())
+            print("  " + ", ".join(f"{k} {v:.2f} s ({100 * v / total:.0f} %)"
+                                   for k, v in split.items()))
+            importlib.reload(wiener)  # unwrap for the next setting
+            importlib.reload(importlib.import_module("cusep.separate"))
+        if not args.no_reference:
+            start = time.perf_counter()
+            run_reference(model.float(), src, tmp / "b")
+            times["reference"] = time.perf_counter() - start
+            print(f"reference (norbert, 2 iterations): {times['reference']:.2f} s, "
+                  f"{seconds / times['reference']:.1f}x real time")
+            for name, t in times.items():
+                if name != "reference":
+                    print(f"{name} is {times['reference'] / t:.2f}x the reference's speed")
         if args.memory_minutes > 0 and model_arg is not None:
             long = tmp / "long.wav"
             sf.write(long, np.tile(mix, (1, int(np.ceil(args.memory_minutes / args.minutes)))).T,

@@ -21,6 +21,7 @@ from typing import Literal
 import numpy as np
 import torch
 
+from . import wiener
 from .audio import StreamResampler, to_mono
 from .checkpoint import ModelDir, load_model
 from .errors import CusepError
@@ -30,7 +31,6 @@ from .model import ConditionedUNet
 from .score import Score
 from .spectral import from_grid, interp_axis, istft, scale_magnitude, stft, to_grid
 from .visual import FrameProvider
-from .wiener import wiener
 
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
 CHANNEL_GROUP = 8  # channels filtered jointly; more are filtered in groups (bounded memory)
@@ -134,17 +134,31 @@ def autocast_dtype(device: torch.device, precision: Precision) -> torch.dtype | 
 
 def mask_positions(model_rate: int, n_fft: int, hop: int, in_rate: int, in_fft: int,
                    in_hop: int, in_frames: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Fractional (model bin, model frame) indices of every input-grid bin and frame.
+    """Fractional (model bin, model frame) indices (len in_fft // 2 + 1,), (in_frames,) of every
+    input-grid bin and frame.
 
     Input bins above the model's Nyquist point past the last model bin, where the caller puts
-    the extended top-band mask.
+    the extended top-band mask. Each position is one rounding of an exact ratio of integers, so
+    the grids of rates that are a multiple of the model's (22.05 and 44.1 kHz for 11025 Hz)
+    give exact integers (:func:`extend_and_map` then copies rows instead of interpolating).
     """
     in_bins = in_fft // 2 + 1
-    freqs = torch.arange(in_bins, dtype=torch.float64) * in_rate / in_fft
-    bins = freqs * n_fft / model_rate
-    times = torch.arange(in_frames, dtype=torch.float64) * in_hop / in_rate
-    frames = times * model_rate / hop
+    bins = (torch.arange(in_bins, dtype=torch.int64) * (in_rate * n_fft)).double()
+    frames = (torch.arange(in_frames, dtype=torch.int64) * (in_hop * model_rate)).double()
+    bins, frames = bins / (in_fft * model_rate), frames / (in_rate * hop)
     return bins.float(), frames.float()
+
+
+def _map_axis(x: torch.Tensor, positions: torch.Tensor, dim: int) -> torch.Tensor:
+    """``interp_axis`` of x at ``positions`` along ``dim``; whole-number positions are copied
+    (index_select, or x itself for 0, 1, ..., n - 1), which gives the same values."""
+    n = x.shape[dim]
+    if not torch.equal(positions, positions.round()):
+        return interp_axis(x, positions, dim)
+    index = positions.to(device=x.device, dtype=torch.int64).clamp_(0, n - 1)
+    if len(index) == n and torch.equal(index, torch.arange(n, device=x.device)):
+        return x
+    return x.index_select(dim, index)
 
 
 def extend_and_map(masks: torch.Tensor, bins: torch.Tensor, frames: torch.Tensor) -> torch.Tensor:
@@ -156,21 +170,57 @@ def extend_and_map(masks: torch.Tensor, bins: torch.Tensor, frames: torch.Tensor
     f = masks.shape[-2]
     top = masks[..., f - f // 4:, :].mean(dim=-2, keepdim=True)
     extended = torch.cat([masks, top], dim=-2)
-    out = interp_axis(extended, bins.clamp(max=f), dim=-2)
-    return interp_axis(out, frames, dim=-1)
+    out = _map_axis(extended, bins.clamp(max=f), dim=-2)
+    return _map_axis(out, frames, dim=-1)
 
 
-def consistent(estimates: torch.Tensor, mix: torch.Tensor) -> torch.Tensor:
-    """Add to each estimate its energy share of the residual so estimates sum to the mixture.
+def _shares(power: torch.Tensor, dim: int) -> torch.Tensor:
+    """Energy shares power / sum(power) along ``dim``, 1 / K where the sum is 0; in place."""
+    total = power.sum(dim, keepdim=True)
+    shares = power.div_(total.clamp_min(1e-30))
+    return shares.masked_fill_(total <= 0, 1 / power.shape[dim])
 
-    estimates complex (..., K), mix complex (...) -> complex (..., K).
+
+def consistent_gain(gain: torch.Tensor, floor: float = 0.0,
+                    share: torch.Tensor | None = None) -> torch.Tensor:
+    """The mixture-consistent residual and the mix floor for estimates y = g x (real gains).
+
+    Each estimate gets its energy share |y_k|^2 / sum |y|^2 of the residual x - sum_k y_k,
+    so the estimates sum to the mixture, then leans towards it:
+    (1 - floor) y_k + floor s_k x, s_k = 1 / K or ``share`` (N, K, T), summing to 1 over K.
+    With y = g x both stay a real gain of x.
+    gain real (N, K, {1, C}, F, T) -> real (N, K, {1, C}, F, T) (the input is not modified).
     """
-    residual = mix - estimates.sum(-1)
-    power = estimates.real**2 + estimates.imag**2
-    total = power.sum(-1, keepdim=True)
-    k = estimates.shape[-1]
-    share = torch.where(total > 0, power / total.clamp_min(1e-30), torch.full_like(power, 1 / k))
-    return estimates + residual.unsqueeze(-1) * share
+    k = gain.shape[1]
+    left = (1 - gain.sum(1, keepdim=True)).mul_(1 - floor)  # of the residual, floored
+    out = _shares(gain.square(), 1).mul_(left)
+    out.add_(gain, alpha=1 - floor)
+    if floor <= 0:
+        return out
+    if share is None:
+        return out.add_(floor / k)
+    return out.add_(share[:, :, None, None, :].to(out.dtype), alpha=floor)
+
+
+def consistent_planar_(estimates: torch.Tensor, mix: torch.Tensor, floor: float = 0.0,
+                       share: torch.Tensor | None = None) -> torch.Tensor:
+    """:func:`consistent_gain` for any estimates, in place, in the planar layout of
+    :func:`cusep.wiener.em_planar`.
+
+    estimates real (N, F, K, C, 2, T) (dim 4: real, imaginary), mix real (N, F, C, 2, T),
+    share (N, K, T) or None -> the estimates, modified.
+    """
+    k = estimates.shape[2]
+    residual = mix - estimates.sum(2)  # (N, F, C, 2, T)
+    re, im = estimates.select(4, 0), estimates.select(4, 1)
+    shares = _shares(re.square().addcmul_(im, im), 2)  # (N, F, K, C, T)
+    estimates.addcmul_(residual.unsqueeze(2), shares.unsqueeze(4))
+    if floor > 0 and share is None:
+        estimates.mul_(1 - floor).add_(mix.unsqueeze(2), alpha=floor / k)
+    elif floor > 0:
+        weights = share[:, None, :, None, None, :].to(estimates.dtype)  # (N, 1, K, 1, 1, T)
+        estimates.mul_(1 - floor).add_(mix.unsqueeze(2) * weights, alpha=floor)
+    return estimates
 
 
 def crossfade_window(length: int, overlap: int) -> np.ndarray:
@@ -413,20 +463,29 @@ class Separator:
                 share: torch.Tensor | None = None) -> torch.Tensor:
         """Masks m (B, K, Fi, Ti) on the input's grid, chunk (B, C, seg_in) -> stems
         (B, K, C, seg_in) on the CPU: EM Wiener on the channels jointly, the residual, the
-        floor (split evenly, or by ``share`` (B, K, Ti), which sums to 1 over K)."""
-        x = stft(chunk, in_fft, in_hop)  # (B, C, Fi, Ti)
+        floor (split evenly, or by ``share`` (B, K, Ti), which sums to 1 over K).
+
+        Everything stays in the iSTFT's layout (frames last): soft masks, and one channel,
+        as real gains of the mixture (the residual and the floor too), so the only complex
+        tensor made at full size is the one the iSTFT takes; multichannel EM in the planar
+        layout of :func:`cusep.wiener.em_planar`, written out complex once at the end.
+        """
+        # torch's STFT gives bins innermost: one copy to frames innermost, as everything else
+        x = stft(chunk, in_fft, in_hop).contiguous()  # (B, C, Fi, Ti)
         v = m.unsqueeze(2) * x.abs().unsqueeze(1)  # (B, K, C, Fi, Ti)
-        v = v.permute(0, 4, 3, 2, 1)  # (B, Ti, Fi, C, K)
-        xw = x.permute(0, 3, 2, 1)  # (B, Ti, Fi, C)
-        y = wiener(v.contiguous(), xw.contiguous(), iterations=self.config.wiener_iterations)
-        if self.config.residual:
-            y = consistent(y, xw)
-        if self.config.mix_floor > 0 and self.config.residual:
-            floor = self.config.mix_floor
-            w = (1 / y.shape[-1] if share is None
-                 else share.permute(0, 2, 1)[:, :, None, None, :])  # (B, Ti, 1, 1, K)
-            y = (1 - floor) * y + floor * w * xw.unsqueeze(-1)
-        y = y.permute(0, 4, 3, 2, 1)  # (B, K, C, Fi, Ti)
+        iterations, residual = self.config.wiener_iterations, self.config.residual
+        floor = self.config.mix_floor if residual else 0.0
+        if iterations == 0 or x.shape[1] == 1:
+            g = (wiener.softmask_gain(v) if iterations == 0 else
+                 wiener.mono_gain(v[:, :, 0], wiener.power(x[:, :1]), iterations).unsqueeze(2))
+            if residual:
+                g = consistent_gain(g, floor, share)
+            y = wiener.gain_times(g, x.unsqueeze(1))  # (B, K, C, Fi, Ti)
+        else:
+            planar = wiener.em_planar(v, x, iterations)  # (B, Fi, K, C, 2, Ti)
+            if residual:
+                consistent_planar_(planar, wiener.planar(x), floor, share)
+            y = wiener.from_planar(planar)
         return istft(y, chunk.shape[-1], in_fft, in_hop).float().cpu()
 
 

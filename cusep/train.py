@@ -72,13 +72,26 @@ class Targets:
 
 
 def make_targets(batch: Batch, spec: SpectralConfig) -> Targets:
-    """Ratio masks |S_i| / sum_j |S_j| and binary masks [|S_i| >= |X| - |S_i|] of a batch."""
+    """Ratio masks |S_i| / sum_j |S_j| and binary masks [|S_i| >= |X| - |S_i|] of a batch.
+
+    Only the source rows that hold a signal go through the STFT (a mixture uses a few of the
+    classes); the silent ones, absent sources above all, have zero magnitudes.
+    """
     mix_spec = stft(batch.mix, spec.n_fft, spec.hop)
     mix_mag = to_grid(mix_spec.abs(), spec)
-    src_mag = to_grid(stft(batch.sources, spec.n_fft, spec.hop).abs(), spec)
-    total = src_mag.sum(1, keepdim=True)
-    ratio = (src_mag + MAG_FLOOR / src_mag.shape[1]) / (total + MAG_FLOOR)
-    binary = (src_mag >= mix_mag.unsqueeze(1) - src_mag).float() * (src_mag > MAG_FLOOR)
+    (n, k), shape = batch.sources.shape[:2], mix_mag.shape[1:]
+    used = batch.sources.ne(0).any(-1).nonzero(as_tuple=True)  # (item, class) of each used row
+    item = used[0]
+    mag = (to_grid(stft(batch.sources[used], spec.n_fft, spec.hop).abs(), spec) if len(item)
+           else mix_mag.new_zeros((0, *shape)))  # (used rows, rows, T); stft takes no empty batch
+    src_mag = mix_mag.new_zeros((n, k, *shape))
+    src_mag[used] = mag
+    total = mix_mag.new_zeros((n, *shape)).index_add_(0, item, mag)  # sum over the classes
+    # a silent row: ratio (0 + floor / K) / (total + floor), binary 0
+    ratio = ((MAG_FLOOR / k) / (total + MAG_FLOOR)).unsqueeze(1).repeat(1, k, 1, 1)
+    ratio[used] = (mag + MAG_FLOOR / k) / (total[item] + MAG_FLOOR)
+    binary = torch.zeros_like(src_mag)
+    binary[used] = (mag >= mix_mag[item] - mag).float() * (mag > MAG_FLOOR)
     inp = scale_magnitude(mix_mag, spec.mag_scale).unsqueeze(1)
     return Targets(inp, ratio, binary, mix_spec, mix_mag.unsqueeze(1), src_mag)
 

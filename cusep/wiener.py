@@ -13,12 +13,18 @@ and on its device, with norbert's defaults: eps = machine epsilon of that dtype,
 to the mixture covariance, x and the initial estimates scaled by 1 / max(1, max|x| / 10) per
 signal during the EM (here on copies: the caller's tensors are never modified).
 
-Internally the EM works in layouts with the bins last and contiguous, so that broadcasts over
-sources and channels vectorise. One channel takes a closed form that never forms a complex
-intermediate: covariances are scalars, so each iteration only updates real source powers and the
-filter is a real gain. Two channels use elementwise closed-form 2x2 algebra; more channels use
-``torch.linalg.pinv`` like norbert. ``batch_frames`` bounds the memory of the multichannel
-filtering step (the one-channel path needs no temporaries beyond the size of its output).
+Internally the EM works in layouts with the frames last and contiguous (the iSTFT's order), so
+that sums over frames and broadcasts over sources and channels vectorise, and everything stays
+real where the operands are: one channel takes a closed form that never forms a complex
+intermediate (covariances are scalars, so each iteration only updates real source powers and
+the filter is a real gain); two channels keep the estimates as real and imaginary planes and do
+the 2x2 algebra as batched real matrix products per bin; more channels use ``torch.linalg.pinv``
+like norbert, ``batch_frames`` bounding the memory of its filtering step.
+
+Callers that go on working on the estimates (:class:`cusep.separate.Separator`) use the work
+layout directly: :func:`softmask_gain` and :func:`mono_gain` give real gains g (N, J, {1, C}, B,
+F) with y = g x, :func:`em_planar` planar estimates (N, B, J, C, 2, F) and :func:`from_planar`
+turns those into complex (N, J, C, B, F).
 """
 
 from __future__ import annotations
@@ -38,19 +44,25 @@ def _ratio_mask(v: torch.Tensor, eps: float) -> torch.Tensor:
     return v / (v.sum(-1, keepdim=True) + eps)
 
 
-def _times_mix(gain: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """Real gain (..., F, B, {1, C}, J) times complex x (..., F, B, C) -> complex (..., F, B, C, J).
+def gain_times(gain: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """Real gain times complex x, shapes broadcast -> complex, contiguous.
 
     Real and imaginary parts are written straight into the output's real view: the gain is never
     promoted to a complex tensor and no kernel runs with a 2-long inner loop (both are slow).
     """
-    xr = torch.view_as_real(x).unsqueeze(-2)
-    shape = torch.broadcast_shapes(gain.shape, xr.shape[:-1])
-    out = torch.empty(shape, dtype=x.dtype, device=x.device)
+    xr = torch.view_as_real(x)
+    out = torch.empty(torch.broadcast_shapes(gain.shape, x.shape), dtype=x.dtype,
+                      device=x.device)
     o = torch.view_as_real(out)
     torch.mul(gain, xr[..., 0], out=o[..., 0])
     torch.mul(gain, xr[..., 1], out=o[..., 1])
     return out
+
+
+def _times_mix(gain: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """Real gain (..., F, B, {1, C}, J) times complex x (..., F, B, C) -> complex
+    (..., F, B, C, J)."""
+    return gain_times(gain, x.unsqueeze(-1))
 
 
 def softmask(v: torch.Tensor, x: torch.Tensor, eps: float | None = None) -> torch.Tensor:
@@ -133,35 +145,38 @@ def apply_filter(x: torch.Tensor, W: torch.Tensor) -> torch.Tensor:
 
 
 def _em_mono(
-    p: torch.Tensor, x2: torch.Tensor, iterations: int, eps: float, keep_v: bool = False
+    p: torch.Tensor, x2: torch.Tensor, iterations: int, eps: float, keep_v: bool = False,
+    sources: int = 1, frames: int = -1,
 ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
     """One-channel EM on real powers (closed form of norbert's EM for C = 1), in place.
 
-    Work layout (N, F, J, B): bins contiguous, so sums over sources and frames and every
-    broadcast run along them. p: (N, F, J, B) powers |y|^2 of the current estimates, overwritten
-    by the gain; x2: (N, F, B) |x|^2. Returns the real gain g (N, F, J, B) (the storage of p)
-    with y = g x, the v (N, F, J, B) of the last iteration when ``keep_v`` (else None) and its
-    R (N, J, B) (real: the 1x1 spatial covariances).
+    Any layout with the signals first: p (N, ...) powers |y|^2 of the current estimates with
+    the sources on dim ``sources`` and the frames on dim ``frames`` (the work layout (N, J, B,
+    F) by default; the one with the bins last, (N, F, J, B), suits norbert's), overwritten by
+    the gain; x2 |x|^2, broadcastable to p (1 on the sources dim). Returns the real gain g (the
+    storage of p) with y = g x, the v of the last iteration when ``keep_v`` (else None), both
+    shaped as p, and its R (real: the 1x1 spatial covariances), shaped as p with 1 frame.
     """
     # norbert: inv(Cxx) = 1 / ((sum_j v_j R_j + sqrt(eps)) + eps)
     reg = math.sqrt(eps) + eps
-    v, r = None, p.new_zeros(p.shape[0], *p.shape[2:])
+    v, r = None, p.new_zeros(p.sum(frames, keepdim=True).shape)
     for it in range(iterations):
-        s = p.sum(1)  # (N, J, B)
+        s = p.sum(frames, keepdim=True)
         r = s / (s + eps)
         if keep_v and it + 1 == iterations:
             v = p.clone()
-        g = p.mul_(r.unsqueeze(1))  # v_j R_j
-        g /= g.sum(2, keepdim=True) + reg
+        g = p.mul_(r)  # v_j R_j
+        g /= g.sum(sources, keepdim=True) + reg
         if it + 1 < iterations:
-            p = g.square_().mul_(x2.unsqueeze(2))
+            p = g.square_().mul_(x2)
     return p, v, r
 
 
-def _mono_powers(y: torch.Tensor) -> torch.Tensor:
-    """|y|^2 in the work layout. complex (N, F, B, J) -> real (N, F, J, B)."""
-    yr = torch.view_as_real(y.transpose(-1, -2))
-    return yr[..., 0].square().addcmul_(yr[..., 1], yr[..., 1])
+def power(y: torch.Tensor) -> torch.Tensor:
+    """|y|^2 as re^2 + im^2, contiguous in the order of y's dims. complex (...) -> real (...)."""
+    yr = torch.view_as_real(y)
+    out = torch.empty(y.shape, dtype=yr.dtype, device=y.device)
+    return torch.square(yr[..., 0], out=out).addcmul_(yr[..., 1], yr[..., 1])
 
 
 def _em_multi(
@@ -189,74 +204,114 @@ def _em_multi(
     return y, v, R
 
 
-def _em_stereo(
-    Y: torch.Tensor, X: torch.Tensor, iterations: int, eps: float, batch_frames: int
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """norbert's EM for C = 2 as elementwise closed-form 2x2 algebra, updating ``Y`` in place.
+def planar(x: torch.Tensor) -> torch.Tensor:
+    """Mixture complex (N, C, B, F) -> planar real (N, B, C, 2, F) (dim 3: real, imaginary)."""
+    return torch.view_as_real(x).permute(0, 2, 1, 4, 3).contiguous()
 
-    Work layout (N, F, C, J, B): bins contiguous, so every operation runs along them. The
-    Hermitian covariances are kept as their real diagonal and one complex off-diagonal term.
-    Y: complex (N, F, 2, J, B) estimates (overwritten); X: complex (N, F, 2, B) mixture.
-    Returns v real (N, F, J, B) and R complex (N, B, 2, 2, J) of the last iteration.
+
+_COMPLEX = {torch.float32: torch.complex64, torch.float64: torch.complex128}
+
+
+def from_planar(Y: torch.Tensor) -> torch.Tensor:
+    """Planar estimates real (N, B, J, C, 2, F) -> complex (N, J, C, B, F) (the iSTFT's layout).
+
+    One pass: frames stay the contiguous inner dim on both sides.
     """
-    N, F, _, J, B = Y.shape
-    v = Y.real.new_zeros((N, F, J, B))
-    R = Y.new_zeros((N, B, 2, 2, J))
+    N, B, J, C, _, F = Y.shape
+    out = torch.empty((N, J, C, B, F), dtype=_COMPLEX[Y.dtype], device=Y.device)
+    o = torch.view_as_real(out)
+    o[..., 0].copy_(Y[..., 0, :].permute(0, 2, 3, 1, 4))
+    o[..., 1].copy_(Y[..., 1, :].permute(0, 2, 3, 1, 4))
+    return out
+
+
+def _em_stereo(
+    Y: torch.Tensor, X: torch.Tensor, iterations: int, eps: float,
+    scale: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
+    """norbert's EM for C = 2 in real arithmetic as batched small matrix products, updating
+    ``Y`` in place.
+
+    Planar work layout: Y real (N, B, J, 2, 2, F) estimates, dims (bin, source, channel,
+    re/im, frame), overwritten; X real (N, B, 2, 2, F) mixture. Per bin, the four planes
+    (y0 re, y0 im, y1 re, y1 im) of every source are rows of a (4, F) matrix, so the
+    statistics over frames are one Gram product, sum_j v_j R_j one product, and the new
+    estimates v_j R_j inv(Cxx) x one product of real 4x4 blocks with the planes of inv(Cxx) x.
+    The Hermitian covariances are kept as their real diagonal and the real and imaginary parts
+    of one off-diagonal term; no complex tensor is formed. ``scale`` (N, 1, 1, 1): the last
+    iteration's estimates are multiplied by it. Returns v real (N, B, J, F) and (R00, R11, R01
+    real, R01 imag), each (N, B, J), of the last iteration.
+    """
+    N, B, J, _, _, F = Y.shape
+    v = Y.new_zeros((N, B, J, F))
+    Rs = tuple(Y.new_zeros((N, B, J)) for _ in range(4))
     reg = math.sqrt(eps)
-    for _ in range(iterations):
-        Yr = torch.view_as_real(Y)
-        (y0r, y0i), (y1r, y1i) = Yr[:, :, 0].unbind(-1), Yr[:, :, 1].unbind(-1)
-        P0 = y0r.square().addcmul_(y0i, y0i)  # |y_0|^2: (N, F, J, B)
-        P1 = y1r.square().addcmul_(y1i, y1i)
-        v = (P0 + P1) / 2
-        w = v.sum(1) + eps  # (N, J, B)
-        R00, R11 = P0.sum(1) / w, P1.sum(1) / w
-        del P0, P1
-        R01r = (y0r * y1r).addcmul_(y0i, y1i).sum(1) / w  # y_0 conj(y_1)
-        R01i = (y0i * y1r).addcmul_(y0r, y1i, value=-1).sum(1) / w
-        Rs = torch.stack((R00, R11, R01r, R01i)).unsqueeze(2)  # (4, N, 1, J, B)
-        r00, r11 = R00.to(Y.dtype).unsqueeze(1), R11.to(Y.dtype).unsqueeze(1)  # (N, 1, J, B)
-        r01 = torch.complex(R01r, R01i).unsqueeze(1)
-        r10 = r01.conj().resolve_conj()
-        for t0 in range(0, F, batch_frames):
-            sl = slice(t0, t0 + batch_frames)
-            vb = v[:, sl]
-            c00, c11, c01r, c01i = (vb * Rs).sum(3)  # Cxx terms: (N, f, B)
-            c00, c11 = c00 + reg, c11 + reg
-            inv_det = 1.0 / (c00 * c11 - (c01r.square() + c01i.square()))
-            c01 = torch.complex(c01r, c01i)
-            x0, x1 = X[:, sl, 0], X[:, sl, 1]
-            z0 = ((c11 * x0 - c01 * x1) * inv_det).unsqueeze(2)  # inv(Cxx) x: (N, f, 1, B)
-            z1 = ((c00 * x1 - c01.conj() * x0) * inv_det).unsqueeze(2)
-            vc = vb.to(Y.dtype)
-            # y_j = v_j R_j inv(Cxx) x
-            torch.mul(torch.addcmul(r00 * z0, r01, z1), vc, out=Y[:, sl, 0])
-            torch.mul(torch.addcmul(r11 * z1, r10, z0), vc, out=Y[:, sl, 1])
-        R = torch.stack((r00, r01, r10, r11), -1)[:, 0].unflatten(-1, (2, 2))  # (N, J, B, 2, 2)
-        R = R.permute(0, 2, 3, 4, 1)
-    return v, R
+    (x0r, x0i), (x1r, x1i) = X[:, :, 0].unbind(2), X[:, :, 1].unbind(2)  # (N, B, F)
+    rows = Y.view(N * B * J, 4, F)  # y0 re, y0 im, y1 re, y1 im
+    planes = rows.view(N, B, J, 4, F)
+    for it in range(iterations):
+        G = torch.bmm(rows, rows.transpose(1, 2)).view(N, B, J, 4, 4)  # sums over frames
+        P0 = G[..., 0, 0] + G[..., 1, 1]  # sum_f |y_0|^2: (N, B, J)
+        P1 = G[..., 2, 2] + G[..., 3, 3]
+        w = (P0 + P1) / 2 + eps  # sum_f v + eps
+        Rs = (P0 / w, P1 / w, (G[..., 0, 2] + G[..., 1, 3]) / w,  # y_0 conj(y_1)
+              (G[..., 1, 2] - G[..., 0, 3]) / w)
+        R00, R11, R01r, R01i = Rs
+        v = torch.square(planes[:, :, :, 0])
+        for k in (1, 2, 3):
+            v.addcmul_(planes[:, :, :, k], planes[:, :, :, k])
+        v.mul_(0.5)  # (|y_0|^2 + |y_1|^2) / 2: (N, B, J, F)
+        # Cxx = sum_j v_j R_j + sqrt(eps) I, then z = inv(Cxx) x (shared by all sources)
+        R = torch.stack(Rs, 2).view(N * B, 4, J)
+        c00, c11, c01r, c01i = torch.bmm(R, v.view(N * B, J, F)).view(N, B, 4, F).unbind(2)
+        c00, c11 = c00 + reg, c11 + reg
+        inv_det = 1.0 / (c00 * c11 - (c01r.square() + c01i.square()))
+        z = torch.empty_like(X.view(N, B, 4, F))
+        for k, (c, x, terms) in enumerate((
+            (c11, x0r, ((c01r, x1r, -1), (c01i, x1i, 1))),  # c11 x0 - c01 x1
+            (c11, x0i, ((c01r, x1i, -1), (c01i, x1r, -1))),
+            (c00, x1r, ((c01r, x0r, -1), (c01i, x0i, -1))),  # c00 x1 - conj(c01) x0
+            (c00, x1i, ((c01r, x0i, -1), (c01i, x0r, 1))),
+        )):
+            zk = torch.mul(c, x, out=z[:, :, k])
+            for a, b, sign in terms:
+                zk.addcmul_(a, b, value=sign)
+        z.mul_(inv_det.unsqueeze(2))  # (N, B, 4, F)
+        del c00, c11, c01r, c01i, inv_det
+        # y_j = v_j R_j z: y_0 = r00 z0 + r01 z1, y_1 = conj(r01) z0 + r11 z1, as real 4x4
+        zero = torch.zeros_like(R00)
+        A = torch.stack((
+            torch.stack((R00, zero, R01r, -R01i), -1),
+            torch.stack((zero, R00, R01i, R01r), -1),
+            torch.stack((R01r, R01i, R11, zero), -1),
+            torch.stack((-R01i, R01r, zero, R11), -1),
+        ), -2)  # (N, B, J, 4, 4)
+        torch.bmm(A.view(N * B, J * 4, 4), z.view(N * B, 4, F), out=Y.view(N * B, J * 4, F))
+        vs = v if scale is None or it + 1 < iterations else v * scale
+        planes.mul_(vs.unsqueeze(3))
+    return v, Rs
 
 
-def _to_work(gain: torch.Tensor, src: torch.Tensor) -> torch.Tensor:
-    """gain real (N, F, B, {1, C}, J) times src complex (N, F, B, C) -> complex (N, F, C, J, B)."""
-    N, F, B, C = src.shape
-    Y = torch.empty((N, F, C, gain.shape[-1], B), dtype=src.dtype, device=src.device)
-    Yr = torch.view_as_real(Y)
-    g = gain.permute(0, 1, 3, 4, 2)  # (N, F, {1, C}, J, B)
-    s = torch.view_as_real(src).permute(0, 1, 3, 4, 2).unsqueeze(3)  # (N, F, C, 1, 2, B)
-    torch.mul(g, s[..., 0, :], out=Yr[..., 0])
-    torch.mul(g, s[..., 1, :], out=Yr[..., 1])
-    return Y
+def _stereo_R(Rs: tuple[torch.Tensor, ...], dtype: torch.dtype) -> torch.Tensor:
+    """(R00, R11, R01 real, R01 imag), each (N, B, J) -> complex R (N, B, 2, 2, J)."""
+    R00, R11, R01r, R01i = Rs
+    r01 = torch.complex(R01r, R01i)
+    return torch.stack((R00.to(dtype), r01, r01.conj(), R11.to(dtype)), -2).unflatten(-2, (2, 2))
 
 
-def _from_work(Y: torch.Tensor, scale: torch.Tensor | None = None) -> torch.Tensor:
-    """complex (N, F, C, J, B) [times real scale (N, 1, 1, 1)] -> complex (N, F, B, C, J)."""
-    N, F, C, J, B = Y.shape
-    y = torch.empty((N, F, B, C, J), dtype=Y.dtype, device=Y.device)
-    Yp = Y.permute(0, 1, 4, 2, 3)
-    if scale is None:
-        return y.copy_(Yp)
-    return torch.mul(Yp, scale.to(Y.dtype).unsqueeze(-1), out=y)
+def _norbert_to_planar(y: torch.Tensor) -> torch.Tensor:
+    """complex (N, F, B, C, J) -> planar real (N, B, J, C, 2, F)."""
+    return torch.view_as_real(y).permute(0, 2, 4, 3, 5, 1).contiguous()
+
+
+def _planar_to_norbert(Y: torch.Tensor) -> torch.Tensor:
+    """planar real (N, B, J, C, 2, F) -> complex (N, F, B, C, J)."""
+    N, B, J, C, _, F = Y.shape
+    out = torch.empty((N, F, B, C, J), dtype=_COMPLEX[Y.dtype], device=Y.device)
+    o = torch.view_as_real(out)
+    o[..., 0].copy_(Y[..., 0, :].permute(0, 4, 1, 3, 2))
+    o[..., 1].copy_(Y[..., 1, :].permute(0, 4, 1, 3, 2))
+    return out
 
 
 def _em_full(
@@ -268,10 +323,88 @@ def _em_full(
     """
     if x.shape[-1] != 2:
         return _em_multi(y, x, iterations, eps, batch_frames)
-    Y = torch.empty(y.shape[:2] + y.shape[3:] + y.shape[2:3], dtype=y.dtype, device=y.device)
-    Y.copy_(y.permute(0, 1, 3, 4, 2))
-    v, R = _em_stereo(Y, x.transpose(-1, -2), iterations, eps, batch_frames)
-    return _from_work(Y), v.transpose(-1, -2), R
+    Y = _norbert_to_planar(y)
+    v, Rs = _em_stereo(Y, planar(x.permute(0, 3, 2, 1)), iterations, eps)
+    return _planar_to_norbert(Y), v.permute(0, 3, 1, 2), _stereo_R(Rs, x.dtype)
+
+
+def _rescale(x: torch.Tensor) -> torch.Tensor:
+    """norbert's rescaling for numerical stability: m = max(1, max|x| / 10) per signal.
+
+    x complex (N, ...) -> real (N, 1, ..., 1).
+    """
+    dims = tuple(range(1, x.dim()))
+    return (x.abs().amax(dim=dims, keepdim=True) / 10).clamp_(min=1.0)
+
+
+def mono_gain(v: torch.Tensor, x2: torch.Tensor, iterations: int, eps: float | None = None,
+              softmask: bool = True, sources: int = 1, frames: int = -1) -> torch.Tensor:
+    """One-channel Wiener/EM as a real gain: y = g x.
+
+    v: real (N, J, B, F) magnitudes (or another layout, as for :func:`_em_mono`); x2: real |x|^2
+    (:func:`power`) broadcastable to v (N, 1, B, F), modified: divided by norbert's m^2.
+    Returns g real, shaped as v (contiguous). ``iterations`` >= 1; eps: default the machine
+    epsilon of v's dtype.
+    """
+    eps = torch.finfo(v.dtype).eps if eps is None else float(eps)
+    dims = tuple(range(1, x2.dim()))
+    m2 = (x2.amax(dim=dims, keepdim=True) / 100).clamp_(min=1.0)  # m^2: (N, 1, ...)
+    x2 /= m2
+    if softmask:  # p = (v / (eps + sum_j v))^2 |x / m|^2
+        scale = x2.sqrt() / (v.sum(sources, keepdim=True) + eps)
+    else:  # p = (v / m)^2
+        scale = m2.rsqrt()
+    p = torch.empty(v.shape, dtype=v.dtype, device=v.device)  # contiguous whatever v's strides
+    torch.mul(v, scale, out=p).square_()
+    g, _, _ = _em_mono(p, x2, iterations, eps, sources=sources, frames=frames)
+    return g
+
+
+def softmask_gain(v: torch.Tensor, eps: float | None = None) -> torch.Tensor:
+    """Soft mask in the work layout: v / (eps + sum_j v). real (N, J, ...) -> (N, J, ...).
+
+    eps: default the machine epsilon of v's dtype (norbert's).
+    """
+    eps = torch.finfo(v.dtype).eps if eps is None else float(eps)
+    return v / (v.sum(1, keepdim=True) + eps)
+
+
+def em_planar(v: torch.Tensor, x: torch.Tensor, iterations: int, eps: float | None = None,
+              batch_frames: int = 200) -> torch.Tensor:
+    """Multichannel Wiener/EM from the soft-mask estimate, in the planar work layout.
+
+    v: real (N, J, {1, C}, B, F) magnitudes; x: complex (N, C, B, F) mixture, C >= 2 ->
+    planar estimates real (N, B, J, C, 2, F) (dim 4: real, imaginary part), to go on working
+    in; :func:`from_planar` gives the complex (N, J, C, B, F). ``batch_frames``: frames per
+    filtering batch for C > 2 (bounded memory; stereo makes no large temporaries).
+    """
+    eps = _default_eps(x, eps)
+    return _em_planar(softmask_gain(v.to(x.real.dtype), eps), planar(x), iterations, eps,
+                      batch_frames)
+
+
+def _em_planar(gain: torch.Tensor, src: torch.Tensor, iterations: int, eps: float,
+               batch_frames: int, mix: torch.Tensor | None = None) -> torch.Tensor:
+    """EM from the estimate gain * src, rescaled as norbert, in the planar work layout.
+
+    gain real (N, J, {1, C}, B, F); src planar (N, B, C, 2, F) (the mixture unless ``mix``, the
+    planar mixture, is given) -> planar estimates (N, B, J, C, 2, F).
+    """
+    xp = src if mix is None else mix
+    N, C = xp.shape[0], xp.shape[2]
+    m = xp.square().sum(3).amax(dim=(1, 2, 3)).sqrt_().div_(10).clamp_(min=1.0)  # (N,)
+    m4 = m.view(N, 1, 1, 1)
+    g = gain.permute(0, 3, 1, 2, 4).unsqueeze(4)  # (N, B, J, {1, C}, 1, F)
+    scaled = (src / m.view(N, 1, 1, 1, 1)).unsqueeze(2)  # (N, B, 1, C, 2, F)
+    Y = src.new_empty((N, xp.shape[1], gain.shape[1], C, 2, xp.shape[-1]))
+    torch.mul(g, scaled, out=Y)
+    if C == 2:
+        _em_stereo(Y, xp / m.view(N, 1, 1, 1, 1), iterations, eps, scale=m4)
+        return Y
+    x = torch.view_as_complex((xp / m.view(N, 1, 1, 1, 1)).movedim(3, -1).contiguous())
+    y, _, _ = _em_multi(_planar_to_norbert(Y), x.permute(0, 3, 1, 2), iterations, eps,
+                        batch_frames)
+    return _norbert_to_planar(y).mul_(m.view(N, 1, 1, 1, 1, 1))
 
 
 def _check(v: torch.Tensor, x: torch.Tensor) -> None:
@@ -309,11 +442,13 @@ def expectation_maximization(
     xf = x.reshape(-1, F, B, C)
     yf = y.reshape(-1, F, B, C, J)
     if C == 1 and iterations > 0:
-        x2 = _mono_powers(xf)[:, :, 0]
-        g, vf, r = _em_mono(_mono_powers(yf[..., 0, :]), x2, iterations, eps, keep_v=True)
+        # bins last, (N, F, J, B): norbert's order but for the sources, so no transposing copy
+        x2 = power(xf[..., 0]).unsqueeze(2)  # (N, F, 1, B)
+        p = power(yf[..., 0, :].transpose(-1, -2))  # (N, F, J, B)
+        g, vf, r = _em_mono(p, x2, iterations, eps, keep_v=True, sources=2, frames=1)
         yf = _times_mix(g.transpose(-1, -2).unsqueeze(-2), xf)
         vf = vf.transpose(-1, -2)
-        Rf = r.transpose(-1, -2).to(x.dtype)[..., None, None, :]
+        Rf = r[:, 0].transpose(-1, -2).to(x.dtype)[..., None, None, :]  # (N, B, 1, 1, J)
     elif iterations > 0:
         yf, vf, Rf = _em_full(yf, xf, iterations, eps, batch_frames)
     else:
@@ -347,39 +482,25 @@ def wiener(
     lead, (F, B, C), J = x.shape[:-3], x.shape[-3:], v.shape[-1]
     xf = x.reshape(-1, F, B, C)
     vf = v.reshape(-1, F, B, v.shape[-2], J)
-    N = xf.shape[0]
 
-    if iterations == 0 or C > 1:
-        # initial estimate y = gain * src: the soft mask times x, or |v| with the mixture phase
+    if iterations == 0:
+        # the initial estimate y = gain * src: the soft mask times x, or |v| with the mixture
+        # phase (angle 0 where x == 0, as numpy)
         if softmask:
-            gain, src = _ratio_mask(vf, eps), xf
-        else:  # angle 0 where x == 0, as numpy
-            gain, src = vf, torch.polar(torch.ones_like(xf.real), torch.angle(xf))
-        if iterations == 0:
-            return _times_mix(gain, src).reshape(*lead, F, B, C, J)
-        # norbert rescales for numerical stability: x / m with m = max(1, max|x| / 10)
-        m = (xf.abs().amax(dim=(1, 2, 3), keepdim=True) / 10).clamp_(min=1.0)  # (N, 1, 1, 1)
-        inv_m = (1.0 / m).to(x.dtype)  # complex: complex x real broadcasts are slow on CPU
-        xs = xf * inv_m
-        if C == 2:
-            Y = _to_work(gain, src * inv_m)
-            _em_stereo(Y, xs.transpose(-1, -2), iterations, eps, batch_frames)
-            y = _from_work(Y, m)
-        else:
-            y, _, _ = _em_multi(_times_mix(gain, src * inv_m), xs, iterations, eps,
-                                batch_frames)
-            y = y * m.to(x.dtype).unsqueeze(-1)
-    else:  # one channel with EM: work on real powers only, y = g x at the end
-        x2 = _mono_powers(xf)[:, :, 0]  # (N, F, B)
-        m2 = (x2.amax(dim=(1, 2), keepdim=True) / 100).clamp_(min=1.0)  # m^2
-        x2 /= m2
-        p = torch.empty((N, F, J, B), dtype=v.dtype, device=v.device)
-        p.copy_(vf[..., 0, :].transpose(-1, -2))
-        if softmask:  # p = (v / (eps + sum_j v))^2 |x / m|^2
-            scale = x2.sqrt() / (p.sum(2) + eps)
-        else:  # p = (v / m)^2
-            scale = m2.rsqrt()
-        p.mul_(scale.unsqueeze(2)).square_()
-        g, _, _ = _em_mono(p, x2, iterations, eps)
+            return _times_mix(_ratio_mask(vf, eps), xf).reshape(*lead, F, B, C, J)
+        phase = torch.polar(torch.ones_like(xf.real), torch.angle(xf))
+        return _times_mix(vf, phase).reshape(*lead, F, B, C, J)
+    vw = vf.permute(0, 4, 3, 2, 1)  # work layout (N, J, {1, C}, B, F)
+    xw = xf.permute(0, 3, 2, 1)  # (N, C, B, F)
+    if C == 1:  # work on real powers only, y = g x at the end, bins last: (N, F, J, B)
+        g = mono_gain(vf[..., 0, :].transpose(-1, -2), power(xf[..., 0]).unsqueeze(2),
+                      iterations, eps, softmask, sources=2, frames=1)
         y = _times_mix(g.transpose(-1, -2).unsqueeze(-2), xf)
+    elif softmask:
+        y = _planar_to_norbert(_em_planar(softmask_gain(vw, eps), planar(xw), iterations, eps,
+                                          batch_frames))
+    else:
+        phase = planar(torch.polar(torch.ones_like(xw.real), torch.angle(xw)))
+        y = _planar_to_norbert(_em_planar(vw, phase, iterations, eps, batch_frames,
+                                          mix=planar(xw)))
     return y.reshape(*lead, F, B, C, J)

@@ -418,12 +418,28 @@ def test_bad_input_files(cli, tmp_path, short_model_dir, make_signal, case, need
     (["-i", "vn", "--overlap", "1.5"], ["--overlap"]),
     (["-i", "vn", "--batch-size", "0"], ["--batch-size"]),
     (["-i", "vn", "--niter", "-1"], ["--wiener-iterations"]),
+    (["-i", "vn", "--threads", "0"], ["--threads must be at least 1 (got 0)"]),
+    (["-i", "vn", "--threads", "-3"], ["--threads must be at least 1 (got -3)"]),
 ])
 def test_bad_options(cli, tmp_path, track, short_model_dir, args, needles):
     out = tmp_path / "out"
     code, stdout, err = cli(track, "-m", short_model_dir, "-o", out, *args)
     assert_one_clear_error(code, stdout, err, *needles)
     assert not out.exists()
+
+
+def test_threads_sets_torch_threads(cli, tmp_path, track, short_model_dir):
+    import torch
+
+    before = torch.get_num_threads()
+    try:
+        code, _, err = cli(track, "-i", "vn,vc", "-m", short_model_dir, "-o", tmp_path / "out",
+                           "--threads", "1")
+        assert code == 0, err
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+    assert sorted(p.name for p in (tmp_path / "out" / "a").iterdir()) == ["vc.wav", "vn.wav"]
 
 
 def test_instrument_the_model_does_not_know(cli, tmp_path, track, make_model_dir):

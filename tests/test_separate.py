@@ -402,3 +402,107 @@ def test_many_channels_are_filtered_in_groups(short_model_dir, make_signal, monk
         assert grouped[code].shape == x.shape
         np.testing.assert_allclose(grouped[code], whole[code], rtol=0, atol=1e-5)
     assert rel_rms(grouped["vn"] + grouped["vc"], x) < 1e-3
+
+
+# --------------------------------------------------- mask mapping onto the input's STFT grid
+
+
+def _grid(rate: int, model_rate: int = 11025, n_fft: int = 1022, hop: int = 256,
+          segment: int = 65535) -> tuple[int, int, int]:
+    """The input grid _process uses: (in_fft, in_hop, frames of one window)."""
+    ratio = rate / model_rate
+    in_fft, in_hop = 2 * round(n_fft * ratio / 2), round(hop * ratio)
+    return in_fft, in_hop, int(np.ceil(segment * ratio)) // in_hop + 1
+
+
+def _interpolated(masks: torch.Tensor, bins: torch.Tensor, frames: torch.Tensor) -> torch.Tensor:
+    """extend_and_map as it was: linear interpolation on both axes, whatever the positions."""
+    from cusep.spectral import interp_axis
+
+    f = masks.shape[-2]
+    top = masks[..., f - f // 4:, :].mean(dim=-2, keepdim=True)
+    extended = torch.cat([masks, top], dim=-2)
+    return interp_axis(interp_axis(extended, bins.clamp(max=f), dim=-2), frames, dim=-1)
+
+
+@pytest.mark.parametrize(("rate", "exact"), [(11025, True), (22050, True), (44100, True),
+                                             (48000, False), (8000, False), (32000, False)])
+def test_mask_mapping_copies_whole_positions_and_equals_interpolation(rate, exact):
+    from cusep.separate import extend_and_map, mask_positions
+
+    in_fft, in_hop, n_frames = _grid(rate)
+    bins, frames = mask_positions(11025, 1022, 256, rate, in_fft, in_hop, n_frames)
+    assert bins.shape == (in_fft // 2 + 1,) and frames.shape == (n_frames,)
+    # the positions as a float64 product of rates, as they were computed before
+    ref_bins = torch.arange(in_fft // 2 + 1, dtype=torch.float64) * rate / in_fft * 1022 / 11025
+    ref_frames = torch.arange(n_frames, dtype=torch.float64) * in_hop / rate * 11025 / 256
+    torch.testing.assert_close(bins, ref_bins.float(), rtol=0, atol=1e-5)
+    torch.testing.assert_close(frames, ref_frames.float(), rtol=0, atol=1e-5)
+    whole = torch.equal(bins, bins.round()) and torch.equal(frames, frames.round())
+    assert whole == exact
+    gen = torch.Generator().manual_seed(rate)
+    masks = torch.rand(2, 3, 512, 256, generator=gen)
+    out = extend_and_map(masks, bins, frames)
+    assert out.shape == (2, 3, len(bins), len(frames))
+    torch.testing.assert_close(out, _interpolated(masks, bins, frames), rtol=0, atol=1e-6)
+    if exact:  # copied rows: the model's own bins, then the extended top row
+        f = min(len(bins), 512)
+        assert torch.equal(out[..., :f, :256], masks[..., :f, :])
+        top = masks[..., 384:, :].mean(-2)
+        assert all(torch.equal(out[..., k, :256], top) for k in range(512, len(bins), 97))
+
+
+# ------------------------------------------- the filter stage against the norbert-layout path
+
+
+def _consistent_reference(estimates: torch.Tensor, mix: torch.Tensor) -> torch.Tensor:
+    """The residual sharing as it was, on complex estimates (..., K) and mix (...)."""
+    residual = mix - estimates.sum(-1)
+    power = estimates.real**2 + estimates.imag**2
+    total = power.sum(-1, keepdim=True)
+    k = estimates.shape[-1]
+    share = torch.where(total > 0, power / total.clamp_min(1e-30), torch.full_like(power, 1 / k))
+    return estimates + residual.unsqueeze(-1) * share
+
+
+def _filter_reference(config: SeparatorConfig, m: torch.Tensor, chunk: torch.Tensor,
+                      in_fft: int, in_hop: int) -> torch.Tensor:
+    """Separator._filter as it was: norbert's layout, complex residual, floor, permutes."""
+    from cusep.spectral import istft, stft
+    from cusep.wiener import wiener
+
+    x = stft(chunk, in_fft, in_hop)
+    v = (m.unsqueeze(2) * x.abs().unsqueeze(1)).permute(0, 4, 3, 2, 1)
+    xw = x.permute(0, 3, 2, 1)
+    y = wiener(v.contiguous(), xw.contiguous(), iterations=config.wiener_iterations)
+    if config.residual:
+        y = _consistent_reference(y, xw)
+        if config.mix_floor > 0:
+            y = (1 - config.mix_floor) * y + config.mix_floor / y.shape[-1] * xw.unsqueeze(-1)
+    return istft(y.permute(0, 4, 3, 2, 1), chunk.shape[-1], in_fft, in_hop)
+
+
+@pytest.mark.parametrize("channels", [1, 2, 3])
+@pytest.mark.parametrize("iterations", [0, 1, 2])
+@pytest.mark.parametrize(("residual", "floor"), [(True, 0.1), (True, 0.0), (False, 0.1)])
+def test_filter_equals_the_norbert_layout_path(sep, make_signal, channels, iterations,
+                                               residual, floor):
+    rate, in_fft, in_hop = 22050, 510, 128
+    x = make_signal(rate, 0.4, channels, seed=channels, amp=30.0 if iterations == 1 else 0.3)
+    chunk = torch.from_numpy(np.stack([x, 0.5 * x[:, ::-1].copy()]))  # (2, C, n)
+    chunk[1, :, 2000:3000] = 0  # silent bins: the residual's 1/K share
+    frames = chunk.shape[-1] // in_hop + 1
+    gen = torch.Generator().manual_seed(channels * 10 + iterations)
+    m = torch.rand(2, 3, in_fft // 2 + 1, frames, generator=gen)
+    m[:, :, 40:50] = 0  # masks all zero: the residual's 1/K share of a sounding mixture
+    config = SeparatorConfig(precision="fp32", wiener_iterations=iterations, residual=residual,
+                             mix_floor=floor)
+    sep = Separator(sep.model, device="cpu", config=config)
+    out = sep._filter(m, chunk, in_fft, in_hop)
+    ref = _filter_reference(config, m, chunk, in_fft, in_hop)
+    assert out.shape == ref.shape == (2, 3, channels, chunk.shape[-1])
+    assert out.dtype == torch.float32
+    err = (out - ref).abs().max() / ref.abs().max()
+    assert err <= 1e-4, err
+    if residual:
+        torch.testing.assert_close(out.sum(1), chunk, rtol=0, atol=1e-4 * float(chunk.abs().max()))

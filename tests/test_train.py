@@ -190,3 +190,46 @@ def test_ctrl_c_writes_the_checkpoint_of_the_last_step(urmp_data: Path, tmp_path
     assert "Traceback" not in err and "--resume" in err
     state = torch.load(run / "checkpoint.pt", map_location="cpu", weights_only=True)
     assert state["step"] == step >= 4  # nothing lost: the checkpoint is the last step
+
+
+def _targets_of_every_row(batch, spec):
+    """make_targets as it was: the STFT of all the class rows, used or not."""
+    from cusep.spectral import MAG_FLOOR, scale_magnitude, stft, to_grid
+
+    mix_spec = stft(batch.mix, spec.n_fft, spec.hop)
+    mix_mag = to_grid(mix_spec.abs(), spec)
+    src_mag = to_grid(stft(batch.sources, spec.n_fft, spec.hop).abs(), spec)
+    total = src_mag.sum(1, keepdim=True)
+    ratio = (src_mag + MAG_FLOOR / src_mag.shape[1]) / (total + MAG_FLOOR)
+    binary = (src_mag >= mix_mag.unsqueeze(1) - src_mag).float() * (src_mag > MAG_FLOOR)
+    inp = scale_magnitude(mix_mag, spec.mag_scale).unsqueeze(1)
+    return inp, ratio, binary, mix_spec, mix_mag.unsqueeze(1), src_mag
+
+
+@pytest.mark.parametrize("freq_scale", ["linear", "log"])
+def test_targets_from_the_used_rows_equal_those_of_every_row(freq_scale: str) -> None:
+    from cusep.data.mixing import Batch
+    from cusep.spectral import SpectralConfig
+    from cusep.train import make_targets
+
+    spec = SpectralConfig(segment=4095, freq_scale=freq_scale, log_rows=64)
+    t = torch.arange(4095, dtype=torch.float32) / RATE
+    present = torch.zeros(4, 13)
+    present[0, [1, 4]] = 1
+    present[1, [0, 2, 12]] = 1
+    present[2, 5] = 1  # present but silent below: a zero row all the same
+    sources = torch.zeros(4, 13, 4095)  # item 3: nothing at all
+    for b, k in present.nonzero().tolist():
+        f0 = 110.0 * (k + 2) * (1 + 0.1 * b)
+        sources[b, k] = sum(torch.sin(2 * torch.pi * h * f0 * t) / h for h in range(1, 6))
+    sources[2, 5] = 0
+    batch = Batch(sources.sum(1), sources, present, present.sum(1).long())
+    got = make_targets(batch, spec)
+    want = _targets_of_every_row(batch, spec)
+    names = ("inp", "ratio", "binary", "mix_spec", "mix_mag", "src_mag")
+    for name, a, b in zip(names, (getattr(got, n) for n in names), want,
+                          strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-6, msg=name)
+    empty = Batch(torch.zeros(1, 4095), torch.zeros(1, 13, 4095), torch.zeros(1, 13),
+                  torch.zeros(1, dtype=torch.long))
+    assert not make_targets(empty, spec).src_mag.any()

@@ -204,3 +204,53 @@ def test_cuda_matches_cpu(channels: int) -> None:
     out = W.wiener(v.cuda(), x.cuda(), iterations=2)
     assert out.device.type == "cuda"
     _close(out.cpu(), ref, rtol=1e-9)
+
+
+# ------------------------------------------------- the work layout (frames last) the Separator uses
+
+
+def _work(v: torch.Tensor, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """norbert's layout v (..., F, B, C, J), x (..., F, B, C) -> work layout
+    v (N, J, C, B, F), x (N, C, B, F) (contiguous, as the Separator has them)."""
+    F, B, C, J = v.shape[-4:]
+    vw = v.reshape(-1, F, B, C, J).permute(0, 4, 3, 2, 1).contiguous()
+    xw = x.reshape(-1, F, B, x.shape[-1]).permute(0, 3, 2, 1).contiguous()
+    return vw, xw
+
+
+@pytest.mark.parametrize("channels", [2, 3])
+@pytest.mark.parametrize("iterations", [1, 2])
+def test_em_planar_matches_norbert(channels: int, iterations: int) -> None:
+    scenes = [_scene(channels, sources=3, peak=p, seed=50 + s) for s, p in enumerate((0.7, 60.0))]
+    v, x = torch.stack([s[0] for s in scenes]), torch.stack([s[1] for s in scenes])
+    vw, xw = _work(v, x)
+    Y = W.em_planar(vw, xw, iterations)
+    assert Y.shape == (2, x.shape[2], 3, channels, 2, x.shape[1]) and Y.dtype == torch.float64
+    y = W.from_planar(Y)  # (N, J, C, B, F)
+    assert y.shape == (2, 3, channels, x.shape[2], x.shape[1])
+    for n in range(2):
+        ref = _norbert(v[n], x[n], iterations, True)
+        _close(y[n].permute(3, 2, 1, 0), ref)
+
+
+@pytest.mark.parametrize("softmask", [True, False])
+def test_mono_gain_matches_norbert(softmask: bool) -> None:
+    v, x = _scene(1, sources=3, peak=40.0, seed=60)
+    vw, xw = _work(v, x)
+    g = W.mono_gain(vw[:, :, 0], xw[:, :1].abs().square(), 2, float(np.finfo(np.float64).eps),
+                    softmask)
+    assert g.shape == (1, 3, x.shape[1], x.shape[0]) and not g.is_complex()
+    y = g * xw[:, None, 0]  # (1, J, B, F)
+    _close(y[0].permute(2, 1, 0).unsqueeze(-2), _norbert(v, x, 2, softmask))
+
+
+def test_work_layout_float32_agrees_with_float64() -> None:
+    """The Separator's case: float32, stereo, a mixture far above norbert's rescaling bound."""
+    v, x = _scene(2, sources=4, peak=300.0, seed=61)
+    vw, xw = _work(v, x)
+    eps = float(torch.finfo(torch.float32).eps)
+    ref = W.from_planar(W.em_planar(vw, xw, 2, eps=eps))
+    out = W.from_planar(W.em_planar(vw.float(), xw.to(torch.complex64), 2))
+    assert out.dtype == torch.complex64
+    _close(out.to(torch.complex128), ref, rtol=5e-4)
+    assert torch.equal(W.softmask_gain(vw, eps), vw / (vw.sum(1, keepdim=True) + eps))

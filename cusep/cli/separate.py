@@ -221,6 +221,8 @@ def register(app: typer.Typer) -> None:
         start: float = typer.Option(0.0, "--start", help="Separate from this many seconds on."),
         duration: float = typer.Option(None, "--duration",
                                        help="Separate this many seconds (default: to the end)."),
+        threads: int = typer.Option(None, "--threads",
+                                    help="CPU threads for torch (default: torch's choice)."),
         as_json: bool = typer.Option(False, "--json",
                                      help="Print a JSON summary of the run on stdout (the "
                                           "messages stay on stderr)."),
@@ -232,6 +234,8 @@ def register(app: typer.Typer) -> None:
         if bitrate is not None and bitrate not in MP3_BITRATES:
             raise CusepError(f"--bitrate {bitrate} is not an mp3 bitrate; use one of "
                              f"{', '.join(map(str, MP3_BITRATES))}")
+        if threads is not None and threads < 1:
+            raise CusepError(f"--threads must be at least 1 (got {threads})")
         if instruments is None and boxes is None and score is None:
             raise CusepError("name the instruments with --instruments (e.g. vn,va,vc or auto), "
                              "give the score with --score, or a video with --boxes boxes.json")
@@ -259,6 +263,10 @@ def register(app: typer.Typer) -> None:
 
         if score is not None and instruments is not None and is_auto(instruments):
             raise CusepError("--score names the instruments; leave out --instruments auto")
+        if threads is not None:
+            import torch
+
+            torch.set_num_threads(threads)
 
         files = collect_inputs(inputs, exclude=out)
         if score is not None and len(files) != 1:
