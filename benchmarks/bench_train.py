@@ -11,6 +11,7 @@ them), 11025 Hz. Prints samples/s of each variant, the ratio, and make_targets a
 from __future__ import annotations
 
 import argparse
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -21,22 +22,12 @@ import torch
 
 from cusep import train as T
 from cusep.config import build_config
-from cusep.spectral import MAG_FLOOR, scale_magnitude, stft, to_grid
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from references import every_row_targets  # noqa: E402
 
 RATE = 11025
 CODES = ("vn", "va", "vc", "fl", "cl", "tpt")
-
-
-def every_row_targets(batch, spec) -> T.Targets:
-    """The targets as they were computed before: the STFT of all the class rows."""
-    mix_spec = stft(batch.mix, spec.n_fft, spec.hop)
-    mix_mag = to_grid(mix_spec.abs(), spec)
-    src_mag = to_grid(stft(batch.sources, spec.n_fft, spec.hop).abs(), spec)
-    total = src_mag.sum(1, keepdim=True)
-    ratio = (src_mag + MAG_FLOOR / src_mag.shape[1]) / (total + MAG_FLOOR)
-    binary = (src_mag >= mix_mag.unsqueeze(1) - src_mag).float() * (src_mag > MAG_FLOOR)
-    inp = scale_magnitude(mix_mag, spec.mag_scale).unsqueeze(1)
-    return T.Targets(inp, ratio, binary, mix_spec, mix_mag.unsqueeze(1), src_mag)
 
 
 def write_pieces(root: Path, pieces: int, seconds: float, seed: int = 0) -> None:

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from references import every_row_targets
 from tiny import SETS, TINY
 
 from cusep.config import build_config, load_preset, preset_names
@@ -192,20 +193,6 @@ def test_ctrl_c_writes_the_checkpoint_of_the_last_step(urmp_data: Path, tmp_path
     assert state["step"] == step >= 4  # nothing lost: the checkpoint is the last step
 
 
-def _targets_of_every_row(batch, spec):
-    """make_targets as it was: the STFT of all the class rows, used or not."""
-    from cusep.spectral import MAG_FLOOR, scale_magnitude, stft, to_grid
-
-    mix_spec = stft(batch.mix, spec.n_fft, spec.hop)
-    mix_mag = to_grid(mix_spec.abs(), spec)
-    src_mag = to_grid(stft(batch.sources, spec.n_fft, spec.hop).abs(), spec)
-    total = src_mag.sum(1, keepdim=True)
-    ratio = (src_mag + MAG_FLOOR / src_mag.shape[1]) / (total + MAG_FLOOR)
-    binary = (src_mag >= mix_mag.unsqueeze(1) - src_mag).float() * (src_mag > MAG_FLOOR)
-    inp = scale_magnitude(mix_mag, spec.mag_scale).unsqueeze(1)
-    return inp, ratio, binary, mix_spec, mix_mag.unsqueeze(1), src_mag
-
-
 @pytest.mark.parametrize("freq_scale", ["linear", "log"])
 def test_targets_from_the_used_rows_equal_those_of_every_row(freq_scale: str) -> None:
     from cusep.data.mixing import Batch
@@ -225,11 +212,11 @@ def test_targets_from_the_used_rows_equal_those_of_every_row(freq_scale: str) ->
     sources[2, 5] = 0
     batch = Batch(sources.sum(1), sources, present, present.sum(1).long())
     got = make_targets(batch, spec)
-    want = _targets_of_every_row(batch, spec)
+    want = every_row_targets(batch, spec)
     names = ("inp", "ratio", "binary", "mix_spec", "mix_mag", "src_mag")
-    for name, a, b in zip(names, (getattr(got, n) for n in names), want,
-                          strict=True):
-        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-6, msg=name)
+    for name in names:
+        torch.testing.assert_close(getattr(got, name), getattr(want, name), rtol=1e-6,
+                                   atol=1e-6, msg=name)
     empty = Batch(torch.zeros(1, 4095), torch.zeros(1, 13, 4095), torch.zeros(1, 13),
                   torch.zeros(1, dtype=torch.long))
     assert not make_targets(empty, spec).src_mag.any()
