@@ -19,6 +19,7 @@ import warnings
 
 import numpy as np
 import torch
+from bench_separate import synth_mixture  # noqa: E402  (benchmarks/ is on the path)
 
 from cusep.checkpoint import load_model
 from cusep.model import ConditionedUNet, ModelConfig
@@ -26,20 +27,6 @@ from cusep.separate import Separator, SeparatorConfig, tune_cpu_allocator
 
 RATE = 44100
 CODES = ("vn", "va", "vc", "db")
-
-
-def synth_mixture(seconds: float, channels: int = 2, seed: int = 0) -> np.ndarray:
-    """Four harmonic voices with notes and vibrato: float32 (channels, samples)."""
-    rng = np.random.default_rng(seed)
-    n = int(seconds * RATE)
-    t = np.arange(n) / RATE
-    mix = np.zeros(n)
-    for k, (lo, hi) in enumerate([(196, 880), (130, 660), (65, 330), (41, 200)]):
-        f0 = np.repeat(rng.uniform(lo, hi, int(seconds * 2) + 1), RATE // 2)[:n]
-        phase = 2 * np.pi * np.cumsum(f0 * (1 + 0.005 * np.sin(2 * np.pi * 5 * t))) / RATE
-        mix += 0.2 * sum(np.sin(h * phase) / h ** (1 + 0.3 * k) for h in range(1, 12))
-    mix /= np.abs(mix).max() * 1.25
-    return np.stack([mix * (1 - 0.1 * c) for c in range(channels)]).astype(np.float32)
 
 
 def cusep_runner(iterations: int):
@@ -93,7 +80,7 @@ def main() -> None:
     warnings.filterwarnings("ignore")
     torch.set_num_threads(args.threads)
     tune_cpu_allocator()
-    audio = synth_mixture(args.seconds)
+    audio = synth_mixture(args.seconds, RATE, 2)
     warm = audio[:, : 8 * RATE]
     print(f"input: {args.seconds:g} s, {RATE} Hz stereo, 4 stems, {args.threads} threads, CPU, "
           "random weights")
