@@ -19,7 +19,7 @@ import warnings
 
 import numpy as np
 import torch
-from bench_separate import synth_mixture  # noqa: E402  (benchmarks/ is on the path)
+from bench_separate import synth_mixture  # benchmarks/ is on sys.path when run as a script
 
 from cusep.checkpoint import load_model
 from cusep.model import ConditionedUNet, ModelConfig
