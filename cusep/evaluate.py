@@ -441,7 +441,11 @@ def score_guide(piece: Piece, codes: Sequence[str], mix: np.ndarray, rate: int,
     from .align import aligned_score
     from .score import read_score
 
-    written = read_score(piece_score(piece))
+    path = piece_score(piece)
+    try:  # URMP and cusep synth: one part per player, in player order
+        written = read_score(path, [t.instrument for t in piece.tracks])
+    except CusepError:  # another number of parts: their programs or names decide
+        written = read_score(path)
     missing = [c for c in codes if c not in {p.code for p in written.parts}]
     if missing:
         raise CusepError(f"{piece_score(piece).name} has no part for {', '.join(missing)}; "

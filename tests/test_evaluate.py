@@ -422,3 +422,21 @@ def test_score_modes_record_the_alignment(tmp_path, short_model_dir, cli):
     assert model and all(r["align_ms"] < 100 and 0 < r["align_confidence"] <= 1 for r in model)
     code, _, err = cli("eval", "synth", data, "-m", short_model_dir, "--score", "guess")
     assert code == 1 and "unknown --score 'guess'" in err
+
+
+def test_score_parts_follow_the_players_whatever_their_programs(tmp_path, short_model_dir):
+    from test_score import write_test_midi
+
+    from cusep.evaluate import EvalConfig, evaluate
+
+    folder = _scored_piece(tmp_path / "data")
+    for p in folder.glob("Sco_*"):
+        p.unlink()
+    write_test_midi(folder / "Sco_0001_turns.mid", [  # URMP-like: tracks in player order
+        ("Track 1", 0, [(2 * i, 0.9, 76) for i in range(6)]),
+        ("Track 2", 0, [(6 + 2 * i, 0.9, 48) for i in range(6)]),
+    ])
+    pieces, _ = select_pieces(tmp_path / "data")
+    config = EvalConfig(protocol="full", references=(), bss=False, score="exact")
+    result = evaluate(pieces, short_model_dir, tmp_path / "out", config, data=tmp_path / "data")
+    assert not result.skipped and result.records
