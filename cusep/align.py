@@ -73,8 +73,9 @@ def _chroma(x, n_fft: int) -> np.ndarray:
     """Log-compressed chroma of the mono signal x at the model hop -> (T, 12)."""
     import torch
 
-    spec = torch.stft(torch.from_numpy(x), n_fft, HOP, window=torch.hann_window(n_fft),
-                      center=True, return_complex=True).abs().numpy()  # (F, T)
+    from .spectral import stft
+
+    spec = stft(torch.from_numpy(x), n_fft, HOP).abs().numpy()  # (F, T)
     freqs = np.arange(spec.shape[0]) * RATE / n_fft
     band = (freqs > 50) & (freqs < 5000)
     pc = np.round(69 + 12 * np.log2(freqs[band] / 440.0)).astype(int) % 12

@@ -448,7 +448,7 @@ def score_guide(piece: Piece, codes: Sequence[str], mix: np.ndarray, rate: int,
         written = read_score(path)
     missing = [c for c in codes if c not in {p.code for p in written.parts}]
     if missing:
-        raise CusepError(f"{piece_score(piece).name} has no part for {', '.join(missing)}; "
+        raise CusepError(f"{path.name} has no part for {', '.join(missing)}; "
                          "piece skipped")
     used, info = written, {}
     if config.score in ("warped", "aligned"):

@@ -20,7 +20,7 @@ from typing import Literal
 
 import numpy as np
 
-from .score import Score
+from .score import Score, activity_at
 
 Prior = Literal["activity", "harmonic"]
 PRIORS: tuple[str, ...] = ("activity", "harmonic")
@@ -41,7 +41,7 @@ class ScoreGuide:
         self._bin_hz = rate / n_fft
         self._width = width_cents / 1200 * np.log(2)  # relative width of a partial
         self._harmonics = harmonics
-        self._score = score
+        self._spans = score.spans(self.codes, tolerance)
         sources = score.sources()
         self._notes = [sources.get(c, ()) for c in self.codes]
         self._onsets = [np.array([n.onset for n in notes]) for notes in self._notes]
@@ -50,7 +50,7 @@ class ScoreGuide:
         """Window starts (B,) in model samples -> gains (B, K, F, T), F = 1 for ``activity``."""
         starts = np.asarray(starts, np.float64)
         times = (starts[:, None] + np.arange(self.frames)[None] * self.hop) / self.rate
-        active = np.stack([self._score.activity(self.codes, t, self.tolerance) for t in times])
+        active = np.stack([activity_at(self._spans, t, self.tolerance) for t in times])
         if self.prior == "activity":
             return active[:, :, None, :]
         combs = np.stack([self._combs(t) for t in times])  # (B, K, F, T)

@@ -23,8 +23,8 @@ MIDI_SUFFIXES = (".mid", ".midi")
 XML_SUFFIXES = (".musicxml", ".mxl", ".xml")
 _BY_PROGRAM = {BY_CODE[c].program: c for c in CODES}
 # General MIDI programs of neighbouring patches -> the class they are played by
-_PROGRAM_FAMILY = {44: "vn", 45: "vn", 48: "vn", 49: "vn", 66: "sax", 67: "sax", 64: "sax",
-                   69: "hn", 72: "fl", 74: "fl", 75: "fl", 59: "tpt", 61: "hn"}
+_PROGRAM_FAMILY = {44: "vn", 45: "vn", 64: "sax", 66: "sax", 67: "sax", 69: "ob", 72: "fl",
+                   74: "fl", 75: "fl", 59: "tpt"}  # tremolo/pizzicato strings: violin
 
 
 @dataclass(frozen=True)
@@ -65,31 +65,26 @@ class Score:
         return {c: tuple(sorted(notes, key=lambda n: (n.onset, n.pitch)))
                 for c, notes in out.items()}
 
+    def spans(self, codes: Sequence[str], tolerance: float = 0.15
+              ) -> list[tuple[np.ndarray, np.ndarray]]:
+        """For each instrument of ``codes``: its notes widened by ``tolerance`` s on both sides,
+        as (starts, running maximum of the ends), sorted by start (the input of
+        :func:`activity_at`; empty arrays for an instrument without a part)."""
+        sources = self.sources()  # sorted by onset
+        out = []
+        for code in codes:
+            notes = sources.get(code, ())
+            on = np.array([n.onset for n in notes], np.float64) - tolerance
+            off = np.array([n.offset for n in notes], np.float64) + tolerance
+            out.append((on, np.maximum.accumulate(off) if len(off) else off))
+        return out
+
     def activity(self, codes: Sequence[str], times: np.ndarray, tolerance: float = 0.15
                  ) -> np.ndarray:
         """Where each instrument of ``codes`` plays: (K, T) in [0, 1] at ``times`` (seconds,
         (T,)), 1 within ``tolerance`` s of one of its notes, falling to 0 over as long again
         (alignment is never exact). Instruments without a part are 0 throughout."""
-        times = np.asarray(times, np.float64)
-        sources = self.sources()
-        out = np.zeros((len(codes), len(times)), np.float32)
-        for k, code in enumerate(codes):
-            notes = sources.get(code, ())
-            if not notes:
-                continue
-            on = np.array([n.onset for n in notes]) - tolerance
-            off = np.array([n.offset for n in notes]) + tolerance
-            # distance from each time to the nearest note span (0 inside one)
-            order = np.argsort(on)
-            on, off = on[order], np.maximum.accumulate(off[order])
-            k_prev = np.searchsorted(on, times, side="right") - 1
-            inside = (k_prev >= 0) & (times <= off[np.clip(k_prev, 0, None)])
-            after = np.where(k_prev >= 0, times - off[np.clip(k_prev, 0, None)], np.inf)
-            k_next = np.clip(k_prev + 1, 0, len(on) - 1)
-            before = np.where(k_prev + 1 < len(on), on[k_next] - times, np.inf)
-            gap = np.where(inside, 0.0, np.minimum(np.abs(after), np.abs(before)))
-            out[k] = np.clip(1.0 - gap / tolerance, 0.0, 1.0)
-        return out
+        return activity_at(self.spans(codes, tolerance), times, tolerance)
 
     def warped(self, warp) -> Score:
         """Every onset and offset mapped through ``warp`` (seconds array -> seconds array)."""
@@ -101,6 +96,26 @@ class Score:
                           for (a, b), n in zip(new, part.notes, strict=True))
             parts.append(replace(part, notes=notes))
         return replace(self, parts=tuple(parts))
+
+
+def activity_at(spans: list[tuple[np.ndarray, np.ndarray]], times: np.ndarray,
+                tolerance: float) -> np.ndarray:
+    """:meth:`Score.activity` from :meth:`Score.spans` -> (K, T) float32."""
+    times = np.asarray(times, np.float64)
+    out = np.zeros((len(spans), len(times)), np.float32)
+    for k, (on, off) in enumerate(spans):
+        if not len(on):
+            continue
+        # distance from each time to the nearest widened note (0 inside one)
+        k_prev = np.searchsorted(on, times, side="right") - 1
+        prev = np.clip(k_prev, 0, None)
+        inside = (k_prev >= 0) & (times <= off[prev])
+        after = np.where(k_prev >= 0, times - off[prev], np.inf)
+        k_next = np.clip(k_prev + 1, 0, len(on) - 1)
+        before = np.where(k_prev + 1 < len(on), on[k_next] - times, np.inf)
+        gap = np.where(inside, 0.0, np.minimum(np.abs(after), np.abs(before)))
+        out[k] = np.clip(1.0 - gap / tolerance, 0.0, 1.0)
+    return out
 
 
 def _bad(path: Path, reason: str) -> CusepError:

@@ -94,12 +94,13 @@ def test_import_cusep_is_light_and_the_api_loads_on_use():
 
 def test_cli_constants_are_the_library_values():
     """The choices and defaults shown before torch loads are exactly the library's."""
-    from cusep.audio import FORMAT_EXTENSIONS
+    from cusep.audio import FORMAT_EXTENSIONS, MP3_BITRATES
     from cusep.config import DataConfig
     from cusep.evaluate import REFERENCE_METHODS
     from cusep.separate import Precision, SeparatorConfig
 
     assert options.FORMATS == tuple(FORMAT_EXTENSIONS)
+    assert options.MP3_BITRATES == MP3_BITRATES
     assert typing.get_args(options.Format) == tuple(FORMAT_EXTENSIONS)
     assert typing.get_args(options.Precision) == typing.get_args(Precision)
     assert typing.get_args(options.Layout) == typing.get_args(
