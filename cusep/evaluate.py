@@ -60,6 +60,7 @@ from .metrics import (
     si_sdr,
 )
 from .separate import Precision, Separator, SeparatorConfig, autocast_dtype, resolve_device
+from .score import Score, onset_error, read_note_list, read_score
 from .spectral import istft, stft
 
 Protocol = Literal["paper", "full"]
@@ -105,10 +106,12 @@ class EvalConfig:
     silence_threshold: float = 1e-5
     save_stems: bool = False
     score: ScoreMode = "none"
-    """Score-informed: the masks are gated by where each instrument plays in the piece's
-    ``Sco_*.mid`` - as written (``exact``; what ``cusep synth`` writes is the performance),
-    tempo-warped by +-``score_warp`` and used unaligned (``warped``), or warped and then
-    aligned back to the mixture (``aligned``: what a user with a score gets)."""
+    """Score-informed: the masks are gated by where each instrument plays. ``exact``: the notes
+    as performed (URMP's ``Notes_*.txt`` when the piece has them, else its ``Sco_*.mid``, which
+    for ``cusep synth`` is the performance). ``warped``: the score unaligned - URMP's
+    ``Sco_*.mid`` as printed beside its ``Notes_*.txt``, else the performance tempo-warped by
+    +-``score_warp``. ``aligned``: that score aligned to the mixture (what a user with a score
+    gets); its onset error is measured against the performed notes."""
     score_warp: float = 0.1
     score_prior: str = "harmonic"
     """What the score's notes do to the masks (:mod:`cusep.guide`): ``activity`` or
@@ -415,13 +418,26 @@ def evaluate_piece(piece: Piece, separator: Separator, config: EvalConfig, metho
     return records
 
 
-def piece_score(piece: Piece) -> Path:
-    """The piece's score file, ``Sco_*.mid`` in its folder (CusepError: none)."""
+def piece_score(piece: Piece) -> Path | None:
+    """The piece's score file, ``Sco_*.mid`` in its folder (None: none)."""
     found = sorted(piece.folder.glob("Sco_*.mid"))
-    if not found:
-        raise CusepError(f"no Sco_*.mid score in {piece.folder}; piece skipped (render it "
-                         "again with this version of cusep synth)")
-    return found[0]
+    return found[0] if found else None
+
+
+def piece_notes(piece: Piece) -> Score | None:
+    """The players' performed notes as URMP annotates them, ``Notes_<k>_<code>_*.txt`` for
+    every player ``k`` (one part each, in player order; None: the piece has none)."""
+    files = [sorted(piece.folder.glob(f"Notes_{t.player}_{t.instrument}_*.txt"))
+             for t in piece.tracks]
+    if not any(files):
+        return None
+    missing = [f"{t.player} ({t.instrument})" for t, f in zip(piece.tracks, files, strict=True)
+               if not f]
+    if missing:
+        raise CusepError(f"{piece.folder} has Notes_*.txt files but none for player(s) "
+                         f"{', '.join(missing)}; piece skipped")
+    return Score(piece.folder, tuple(read_note_list(f[0], t.instrument)
+                                    for t, f in zip(piece.tracks, files, strict=True)))
 
 
 def tempo_warp(seed: int, spread: float, segment: float = 4.0) -> Callable[[np.ndarray],
@@ -439,25 +455,33 @@ def score_guide(piece: Piece, codes: Sequence[str], mix: np.ndarray, rate: int,
     ``aligned`` the alignment's median onset error against the score as written, in ms, and
     its confidence)."""
     from .align import aligned_score
-    from .score import read_score
 
-    path = piece_score(piece)
-    try:  # URMP and cusep synth: one part per player, in player order
-        written = read_score(path, [t.instrument for t in piece.tracks])
-    except CusepError:  # another number of parts: their programs or names decide
-        written = read_score(path)
-    missing = [c for c in codes if c not in {p.code for p in written.parts}]
+    path, performed = piece_score(piece), piece_notes(piece)
+    written = None
+    if path is not None:
+        try:  # URMP and cusep synth: one part per player, in player order
+            written = read_score(path, [t.instrument for t in piece.tracks])
+        except CusepError:  # another number of parts: their programs or names decide
+            written = read_score(path)
+    elif performed is None:
+        raise CusepError(f"no Sco_*.mid score or Notes_*.txt in {piece.folder}; piece skipped "
+                         "(render it again with this version of cusep synth)")
+    truth = performed or written  # the notes as played: URMP's Notes, else what synth wrote
+    # the score a user would align: URMP's Sco_*.mid as printed, else the performance warped
+    unaligned = written if performed is not None and written is not None else None
+    missing = [c for c in codes if c not in {p.code for p in (unaligned or truth).parts}]
     if missing:
-        raise CusepError(f"{path.name} has no part for {', '.join(missing)}; "
-                         "piece skipped")
-    used, info = written, {}
-    if config.score in ("warped", "aligned"):
+        raise CusepError(f"{(path or piece.folder).name} has no part for "
+                         f"{', '.join(missing)}; piece skipped")
+    used, info = truth, {}
+    if config.score in ("warped", "aligned") and unaligned is None:
         seed = int(hashlib.sha256(piece.name.encode()).hexdigest()[:8], 16)
-        used = written.warped(tempo_warp(seed, config.score_warp))
+        used = truth.warped(tempo_warp(seed, config.score_warp))
+    elif config.score in ("warped", "aligned"):
+        used = unaligned
     if config.score == "aligned":
         used, alignment = aligned_score(used, mix, rate)
-        onsets = lambda s: np.array([n.onset for p in s.parts for n in p.notes])  # noqa: E731
-        info = {"align_ms": float(np.median(np.abs(onsets(used) - onsets(written)))) * 1000,
+        info = {"align_ms": onset_error(used, truth) * 1000,
                 "align_confidence": alignment.confidence}
     return separator.score_guide(used, codes, config.score_prior), info
 

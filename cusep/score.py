@@ -9,6 +9,7 @@ MIDI files are read with mido, MusicXML (``.musicxml``, ``.mxl``, ``.xml``) with
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -259,6 +260,58 @@ def read_score(path: str | Path, instruments: str | Sequence[str] | None = None)
                             tuple(sorted(notes, key=lambda n: (n.onset, n.pitch))))
                   for (name, program, notes), code in zip(raw, codes, strict=True))
     return Score(path, parts)
+
+
+def read_note_list(path: str | Path, code: str, name: str | None = None) -> ScorePart:
+    """One player's notes as URMP annotates them (``Notes_<k>_<code>_<piece>.txt``): a note per
+    line, ``onset frequency duration`` (seconds, Hz, seconds), separated by white space; blank
+    lines are skipped. Frequencies are rounded to the nearest MIDI pitch. One-line CusepErrors
+    for a missing file, a malformed line and a file without notes."""
+    path = Path(path)
+    try:
+        lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+    except OSError as e:
+        raise _bad(path, f"cannot read the note list ({e.strerror or e})") from e
+    notes = []
+    for number, line in enumerate(lines, start=1):
+        fields = line.split()
+        if not fields:
+            continue
+        try:
+            onset, freq, length = (float(f) for f in fields[:3])
+            if len(fields) < 3 or not (freq > 0 and length >= 0 and onset >= 0):
+                raise ValueError
+        except ValueError:
+            raise _bad(path, f"line {number} is not 'onset frequency duration' (seconds, Hz, "
+                             f"seconds): {line.strip()[:60]!r}") from None
+        pitch = int(np.clip(np.round(69 + 12 * np.log2(freq / 440.0)), 0, 127))
+        notes.append(ScoreNote(onset, onset + max(length, 1e-3), pitch))
+    if not notes:
+        raise _bad(path, "holds no notes; give the player's note annotation")
+    return ScorePart(name or path.stem, BY_CODE[code].program, code,
+                     tuple(sorted(notes, key=lambda n: (n.onset, n.pitch))))
+
+
+def onset_error(aligned: Score, reference: Score) -> float:
+    """Median onset error in seconds of ``aligned`` against ``reference`` (same parts, in
+    order): note by note where a part has as many notes in both, else each aligned onset
+    against the nearest reference onset of the same pitch in that part (NaN: no pair)."""
+    errors = []
+    for a, r in zip(aligned.parts, reference.parts, strict=False):
+        on_a = np.array([n.onset for n in a.notes])
+        if len(a.notes) == len(r.notes):
+            errors.append(np.abs(on_a - np.array([n.onset for n in r.notes])))
+            continue
+        for pitch in {n.pitch for n in a.notes}:
+            ref = np.sort([n.onset for n in r.notes if n.pitch == pitch])
+            if not len(ref):
+                continue
+            mine = np.array([n.onset for n in a.notes if n.pitch == pitch])
+            k = np.searchsorted(ref, mine)
+            below, above = ref[np.clip(k - 1, 0, len(ref) - 1)], ref[np.clip(k, 0, len(ref) - 1)]
+            near = np.minimum(np.abs(mine - below), np.abs(mine - above))
+            errors.append(near)
+    return float(np.median(np.concatenate(errors))) if errors else math.nan
 
 
 def write_midi(score: Score, path: str | Path) -> None:

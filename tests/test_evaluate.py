@@ -440,3 +440,47 @@ def test_score_parts_follow_the_players_whatever_their_programs(tmp_path, short_
     config = EvalConfig(protocol="full", references=(), bss=False, score="exact")
     result = evaluate(pieces, short_model_dir, tmp_path / "out", config, data=tmp_path / "data")
     assert not result.skipped and result.records
+
+
+def _write_notes(folder: Path) -> None:
+    """URMP's annotations of the _scored_piece players: Notes_<k>_<code>_<piece>.txt, one
+    'onset Hz duration' line per note, from its Sco_*.mid (which that piece plays exactly)."""
+    from cusep.score import read_score
+
+    score = read_score(next(folder.glob("Sco_*.mid")), "vn,vc")
+    for k, part in enumerate(score.parts, start=1):
+        lines = [f"{n.onset:.3f}\t{440 * 2 ** ((n.pitch - 69) / 12):.2f}\t"
+                 f"{n.offset - n.onset:.3f}" for n in part.notes]
+        (folder / f"Notes_{k}_{part.code}_0001_turns.txt").write_text("\n".join(lines) + "\n")
+
+
+def test_urmp_notes_are_the_performance_and_sco_the_score_to_align(tmp_path, short_model_dir):
+    from cusep.evaluate import EvalConfig, evaluate
+    from cusep.score import read_score, write_midi
+
+    data = tmp_path / "data"
+    folder = _scored_piece(data)
+    _write_notes(folder)
+    sco = next(folder.glob("Sco_*.mid"))  # the printed score: 20 % slower than played
+    write_midi(read_score(sco, "vn,vc").warped(lambda t: 1.2 * t), sco)
+    pieces, _ = select_pieces(data)
+
+    def run(score: str):
+        config = EvalConfig(protocol="full", references=(), bss=False, mix_floor=0.0,
+                            score=score, save_stems=True)
+        result = evaluate(pieces, short_model_dir, tmp_path / score, config, data=data)
+        assert not result.skipped
+        vn = sf.read(tmp_path / score / "stems" / "0001_turns_vn_vc" / "vn.wav")[0]
+        return vn, [r for r in result.records if r["method"] == short_model_dir.name]
+
+    late = slice(int(3.6 * 11025), None)  # the cello alone as played
+    exact, _ = run("exact")  # the Notes: the violin is silent where the cello plays alone
+    assert np.abs(exact[late]).max() < 1e-6
+    printed, _ = run("warped")  # the printed score unaligned: its violin runs into the cello
+    assert np.abs(printed[int(3.6 * 11025):int(4.0 * 11025)]).max() > 1e-3
+    aligned, rows = run("aligned")  # aligned to the mix and scored against the Notes
+    assert rows and all(r["align_ms"] < 100 for r in rows)
+    (folder / "Notes_2_vc_0001_turns.txt").unlink()
+    config = EvalConfig(protocol="full", references=(), bss=False, score="exact")
+    result = evaluate(pieces, short_model_dir, tmp_path / "bad", config, data=data)
+    assert result.skipped and "none for player(s) 2 (vc)" in str(result.skipped)

@@ -275,3 +275,26 @@ def test_separate_with_a_score_silences_stems_where_their_parts_rest(tmp_path, c
         err = capsys.readouterr().err
         assert stop.value.code == 1 and needle in err and "Traceback" not in err, err
         assert not (tmp_path / "o2").exists()
+
+
+def test_urmp_note_lists_read_into_a_part(tmp_path):
+    from cusep.score import onset_error, read_note_list
+
+    path = tmp_path / "Notes_1_vn_01_Jupiter.txt"
+    path.write_text("0.512\t440.00\t0.250\n\n1.000  329.63  0.5\n0.100\t445.1\t0.2\n")
+    part = read_note_list(path, "vn")
+    assert part.code == "vn" and part.program == 40
+    assert [(n.onset, n.pitch) for n in part.notes] == [(0.1, 69), (0.512, 69), (1.0, 64)]
+    assert part.notes[2].offset == pytest.approx(1.5)
+    moved = Score(path, (part,)).warped(lambda t: t + 0.02)
+    assert onset_error(moved, Score(path, (part,))) == pytest.approx(0.02)
+    fewer = Score(path, (ScorePart("vn", 40, "vn", moved.parts[0].notes[1:]),))
+    assert onset_error(fewer, Score(path, (part,))) == pytest.approx(0.02)  # nearest same pitch
+    for text, needle in (("0.5 440\n", "line 1 is not 'onset frequency duration'"),
+                         ("0.5 abc 0.2\n", "line 1"), ("1 -3 0.2\n", "line 1"),
+                         ("\n \n", "holds no notes")):
+        path.write_text(text)
+        with pytest.raises(CusepError, match=re.escape(needle)):
+            read_note_list(path, "vn")
+    with pytest.raises(CusepError, match="cannot read"):
+        read_note_list(tmp_path / "missing.txt", "vn")

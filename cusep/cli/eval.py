@@ -174,7 +174,7 @@ def register(app: typer.Typer) -> None:
             plots: bool = typer.Option(True, "--plots/--no-plots", help="Write box plots."),
             score: str = typer.Option("none", "--score",
                                       help="Score-informed: none | exact | warped | aligned "
-                                           "(the pieces' Sco_*.mid gate the masks)."),
+                                           "(the pieces' Sco_*.mid and URMP Notes_*.txt)."),
             score_warp: float = typer.Option(0.1, "--score-warp",
                                              help="Tempo warp of --score warped/aligned "
                                                   "(+-share, every 4 s)."),
