@@ -59,8 +59,8 @@ from .metrics import (
     sd_sdr,
     si_sdr,
 )
-from .separate import Precision, Separator, SeparatorConfig, autocast_dtype, resolve_device
 from .score import Score, onset_error, read_note_list, read_score
+from .separate import Precision, Separator, SeparatorConfig, autocast_dtype, resolve_device
 from .spectral import istft, stft
 
 Protocol = Literal["paper", "full"]
