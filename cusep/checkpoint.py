@@ -33,13 +33,19 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .errors import CusepError
+from .version import __version__
 
 if TYPE_CHECKING:  # torch is imported where a network is built or loaded, not at import:
     import torch  # `cusep models list` and `cusep --help` never need it
     from torch import nn
 
-    from .detect import DetectorConfig, InstrumentDetector
-    from .model import ConditionedUNet, ModelConfig
+    from .model import (
+        ConditionedUNet,
+        DetectorConfig,
+        InstrumentDetector,
+        ModelConfig,
+        NetworkConfig,
+    )
 
 
 CONFIG_FILE = "config.json"
@@ -96,7 +102,7 @@ class ModelDir:
     @property
     def detector_config(self) -> DetectorConfig:
         """The detector's :class:`DetectorConfig` (``config.json`` without the metadata keys)."""
-        from .detect import DetectorConfig
+        from .model import DetectorConfig
 
         return self._network_config(DetectorConfig, "detector")
 
@@ -111,18 +117,7 @@ class ModelDir:
             ) from None
 
 
-def build_network(config: ModelConfig | DetectorConfig) -> nn.Module:
-    """The network a config describes: ConditionedUNet or InstrumentDetector."""
-    from .model import ConditionedUNet, ModelConfig
-
-    if isinstance(config, ModelConfig):
-        return ConditionedUNet(config)
-    from .detect import InstrumentDetector  # detect imports this module
-
-    return InstrumentDetector(config)
-
-
-def kind_of(config: ModelConfig | DetectorConfig) -> str:
+def kind_of(config: NetworkConfig) -> str:
     """``"separator"`` for a ModelConfig, ``"detector"`` for a DetectorConfig."""
     from .model import ModelConfig
 
@@ -144,7 +139,7 @@ def sha256_file(path: str | Path) -> str:
 def save_model_dir(
     path: str | Path,
     model: nn.Module,
-    config: ModelConfig | DetectorConfig,
+    config: NetworkConfig,
     *,
     training: dict | None = None,
     metrics: dict | None = None,
@@ -175,7 +170,7 @@ def save_model_dir(
     _check_state_dict(state, config, path)
     meta = {
         **config.to_dict(),
-        "cusep_version": _cusep_version(),
+        "cusep_version": __version__,
         "kind": kind_of(config),
         "training": dict(training or {}),
         "metrics": dict(metrics or {}),
@@ -256,21 +251,6 @@ def _replace_dir(new: Path, path: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
-def _cusep_version() -> str:
-    import cusep
-
-    version = getattr(cusep, "__version__", None)
-    if version:
-        return str(version)
-    from importlib.metadata import PackageNotFoundError
-    from importlib.metadata import version as dist_version
-
-    try:
-        return dist_version("cusep")
-    except PackageNotFoundError:
-        return "unknown"
-
-
 # -------------------------------------------------------------------------------------- loading
 
 
@@ -312,7 +292,7 @@ def load_detector(
     return _load_network(mdir, mdir.detector_config, device), mdir
 
 
-def _load_network(mdir: ModelDir, config: ModelConfig | DetectorConfig,
+def _load_network(mdir: ModelDir, config: NetworkConfig,
                   device: str | torch.device) -> nn.Module:
     """Build the network, load its weights in float32 (strict), eval mode, on ``device``."""
     from safetensors import SafetensorError
@@ -325,15 +305,19 @@ def _load_network(mdir: ModelDir, config: ModelConfig | DetectorConfig,
                          "or re-export the model") from None
     state = {k: t.float() if t.is_floating_point() else t for k, t in state.items()}
     _check_state_dict(state, config, mdir.path)
+    from .model import build_network
+
     model = build_network(config)
     model.load_state_dict(state, strict=True)
     return model.eval().to(device)
 
 
-def _check_state_dict(state: dict[str, torch.Tensor], config: ModelConfig | DetectorConfig,
+def _check_state_dict(state: dict[str, torch.Tensor], config: NetworkConfig,
                       where: Path) -> None:
     """Raise a one-line CusepError unless ``state`` has the keys and shapes of ``config``."""
     import torch
+
+    from .model import build_network
 
     with torch.device("meta"):
         expected = {k: tuple(t.shape) for k, t in build_network(config).state_dict().items()}
@@ -619,7 +603,6 @@ __all__ = [
     "resolve_model",
     "load_model",
     "load_detector",
-    "build_network",
     "list_models",
     "sha256_file",
     "default_registry",

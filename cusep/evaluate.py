@@ -59,7 +59,8 @@ from .metrics import (
     sd_sdr,
     si_sdr,
 )
-from .separate import Precision, Separator, SeparatorConfig, autocast_dtype, resolve_device
+from .runtime import Precision, autocast_dtype, precision_name, resolve_device
+from .separate import Separator, SeparatorConfig
 from .spectral import istft, stft
 
 Protocol = Literal["paper", "full"]
@@ -534,12 +535,11 @@ def run_settings(model: ModelDir, data: Path, dataset: str, config: EvalConfig, 
                  split: str | None) -> dict[str, Any]:
     """Every setting of a run (saved in results.json); ``key`` covers those that change
     results."""
-    from . import __version__
+    from .version import __version__
 
     spec = model.model_config.spectral
     dev = resolve_device(device)
-    precision = {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[
-        autocast_dtype(dev, config.precision)]
+    precision = precision_name(autocast_dtype(dev, config.precision))
     paper = config.protocol == "paper"
     segment_s = spec.segment / spec.sample_rate
     if paper:

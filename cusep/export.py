@@ -11,10 +11,11 @@ import json
 import warnings
 from pathlib import Path
 
-from . import __version__
-from .checkpoint import build_network, default_card, kind_of, save_model_dir
+from .checkpoint import default_card, kind_of, save_model_dir
 from .errors import CusepError
+from .model import build_network
 from .train import load_checkpoint, load_weights, read_run_config
+from .version import __version__
 
 
 def read_metrics_log(run_dir: Path) -> list[dict]:

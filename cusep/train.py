@@ -31,16 +31,15 @@ import torch.distributed as dist
 from safetensors.torch import load_file, save_file
 from torch.nn import functional as F
 
-from .checkpoint import build_network, resolve_model
+from .checkpoint import resolve_model
 from .config import TrainConfig, config_from_dict
 from .data.mixing import Batch, MixingConfig, MixtureSampler, StemBank, make_generator
 from .data.solos import scan_solos, split_solos
 from .data.urmp import scan_urmp
-from .detect import audible, detection_loss, detection_metrics
 from .errors import CusepError
-from .metrics import si_sdr
-from .model import VisualInput
-from .separate import autocast_dtype, tune_cpu_allocator
+from .metrics import detection_metrics, si_sdr
+from .model import VisualInput, build_network
+from .runtime import autocast_dtype, resolve_device, tune_cpu_allocator
 from .spectral import (
     MAG_FLOOR,
     SpectralConfig,
@@ -119,6 +118,20 @@ def estimate_sources(masks: torch.Tensor, mix_spec: torch.Tensor, spec: Spectral
     """Soft-mask estimates: masks (B, K, rows, T), mix complex (B, F, T) -> (B, K, length)."""
     lin = from_grid(masks.float(), spec)
     return istft(lin * mix_spec.unsqueeze(1), length, spec.n_fft, spec.hop)
+
+
+def detection_loss(model: torch.nn.Module, inp: torch.Tensor, targets: torch.Tensor
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
+    """BCE of the clip logits against targets (B, K) -> (loss, clip logits (B, K))."""
+    clip, _ = model(inp)
+    return F.binary_cross_entropy_with_logits(clip.float(), targets.float()), clip
+
+
+def audible(present: torch.Tensor, sources: torch.Tensor, floor_db: float = -60.0
+            ) -> torch.Tensor:
+    """Detection targets: present (B, K) and not silent in the segment (sources (B, K, L))."""
+    power = sources.float().pow(2).mean(-1)
+    return present * (power > 10.0 ** (floor_db / 10.0)).to(present.dtype)
 
 
 class Trainer:
@@ -647,8 +660,6 @@ def read_run_config(run_dir: Path) -> tuple[TrainConfig, dict]:
 
 def setup_distributed(device: str) -> torch.device:
     """Initialise torch.distributed when launched by torchrun; return this rank's device."""
-    from .separate import resolve_device
-
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
         return resolve_device(device)

@@ -53,7 +53,7 @@ app = typer.Typer(
 
 
 def _version_line() -> str:
-    from .. import __version__
+    from ..version import __version__
 
     return f"cusep {__version__}"
 
