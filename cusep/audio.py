@@ -34,6 +34,9 @@ __all__ = [
     "AudioInfo",
     "AudioSource",
     "AudioWriter",
+    "NON_MEDIA_DEMUXERS",
+    "check_input",
+    "open_av",
     "StreamResampler",
     "info",
     "open_audio",
@@ -83,7 +86,7 @@ MP3_BITRATES = (64, 80, 96, 112, 128, 160, 192, 224, 256, 320)
 # FFmpeg demuxers of raw elementary streams: their stated duration is a bitrate estimate.
 _RAW_DEMUXERS = frozenset({"aac", "mp3", "ac3", "eac3", "dts", "truehd", "loas"})
 # FFmpeg demuxers that open almost anything (text or bytes as ANSI / binary art), never sound.
-_NON_MEDIA_DEMUXERS = frozenset({"tty", "bin", "xbin", "adf", "idf"})
+NON_MEDIA_DEMUXERS = frozenset({"tty", "bin", "xbin", "adf", "idf"})
 
 # Resampling: Kaiser-windowed sinc with the "kaiser_best" parameters of resampy/librosa.
 _LOWPASS_WIDTH = 64
@@ -109,7 +112,7 @@ class AudioInfo:
 # ----------------------------------------------------------------------------- reading
 
 
-def _check_input(path: str | Path, kind: str = "audio") -> Path:
+def check_input(path: str | Path, kind: str = "audio") -> Path:
     """An existing, readable, non-empty file, else CusepError. ``kind``: audio or video."""
     path = Path(path)
     article = "an" if kind == "audio" else "a"
@@ -134,7 +137,7 @@ def _undecodable(path: Path, reason: str) -> CusepError:
     )
 
 
-def _open_av(path: Path, undecodable: Callable[[Path, str], CusepError] = _undecodable,
+def open_av(path: Path, undecodable: Callable[[Path, str], CusepError] = _undecodable,
              ) -> av.container.InputContainer:
     """av.open with one-line errors (``undecodable(path, reason)`` for corrupt files)."""
     import av  # PyAV is only needed for containers: imported on first use
@@ -150,7 +153,7 @@ def _open_av(path: Path, undecodable: Callable[[Path, str], CusepError] = _undec
 def _audio_stream(container: av.container.InputContainer, path: Path) -> av.AudioStream:
     if container.streams.audio:
         return container.streams.audio[0]
-    if container.format.name in _NON_MEDIA_DEMUXERS or not container.streams.video:
+    if container.format.name in NON_MEDIA_DEMUXERS or not container.streams.video:
         raise CusepError(
             f"{path}: is not an audio or video file; give a file such as .wav, .flac or .mp4"
         )
@@ -231,7 +234,7 @@ class AudioSource:
         if stop is not None:
             end = stop if end is None else min(end, stop)
         pos, pending, held = 0, [], 0  # pos: absolute frame index after the decoded frames
-        with _open_av(path) as container:
+        with open_av(path) as container:
             stream = _audio_stream(container, path)
             try:
                 for frame in container.decode(stream):
@@ -265,7 +268,7 @@ def open_audio(path: str | Path) -> AudioSource:
 
     A RIFF wav whose header promises more than it holds (an interrupted copy) gets a warning.
     """
-    path = _check_input(path)
+    path = check_input(path)
     if path.suffix.lower() in SOUNDFILE_EXTENSIONS:
         try:
             with sf.SoundFile(str(path)) as f:
@@ -282,7 +285,7 @@ def open_audio(path: str | Path) -> AudioSource:
             return AudioSource(path, rate, channels, frames, "soundfile")
     import av
 
-    with _open_av(path) as container:
+    with open_av(path) as container:
         stream = _audio_stream(container, path)
         try:  # the first frame tells the decoded rate and layout (headers can differ)
             first = next(iter(container.decode(stream)), None)
@@ -330,7 +333,7 @@ def wav_stated_frames(path: Path) -> int | None:
 
 def info(path: str | Path) -> AudioInfo:
     """Sample rate, channels and length of an audio or video file, without decoding it all."""
-    path = _check_input(path)
+    path = check_input(path)
     if path.suffix.lower() in SOUNDFILE_EXTENSIONS:
         try:
             i = sf.info(str(path))
@@ -341,7 +344,7 @@ def info(path: str | Path) -> AudioInfo:
                              i.frames / i.samplerate)
     import av
 
-    with _open_av(path) as container:
+    with open_av(path) as container:
         stream = _audio_stream(container, path)
         sample_rate = int(stream.sample_rate or 0)
         channels = int(stream.codec_context.channels or 0)

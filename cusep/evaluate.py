@@ -471,8 +471,7 @@ def _frames(piece: Piece, separator: Separator):
     if piece.video is None or piece.boxes is None:
         raise CusepError(f"a visual model needs the piece's Vid_*.mp4 and a boxes.json (one box "
                          f"per player, AuSep order) in {piece.folder}; piece skipped")
-    from .video import load_boxes, video_info
-    from .visual import frame_provider
+    from .video import frame_provider, load_boxes, video_info
 
     info = video_info(piece.video)
     return frame_provider(piece.video, load_boxes(piece.boxes, info.width, info.height), visual)

@@ -38,7 +38,7 @@ from .runtime import (
 )
 from .score import Score
 from .spectral import from_grid, interp_axis, istft, scale_magnitude, stft, to_grid
-from .visual import FrameProvider
+from .video import FrameProvider
 
 CHANNEL_GROUP = 8  # channels filtered jointly; more are filtered in groups (bounded memory)
 MAX_WIENER_ITERATIONS = 20  # each costs a full EM pass; more than a few never helped
@@ -239,7 +239,7 @@ class Separator:
         """audio (channels, samples) or (samples,) -> {code: stem with the input's shape}.
 
         ``visual``: for a visual model, the crops of the players for each window
-        (:func:`cusep.visual.frame_provider`); label models take the instruments' labels.
+        (:func:`cusep.video.frame_provider`); label models take the instruments' labels.
         ``rest``: the instruments are only some of those that play; a further stem ``rest``
         holds everything else (the stems still sum to the input). ``guide``: see
         :meth:`iter_blocks`.
