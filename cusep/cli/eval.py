@@ -12,7 +12,7 @@ from rich.markup import escape
 
 from ..errors import CusepError
 from ..progress import progress_bar
-from . import console
+from .common import console
 from .options import (
     BATCH_SIZE,
     MIX_FLOOR,

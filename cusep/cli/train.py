@@ -9,7 +9,7 @@ from pathlib import Path
 import typer
 
 from ..errors import CusepError
-from . import console
+from .common import console
 from .options import Layout, Weights, device_option
 
 
