@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
-import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +21,8 @@ import soundfile as sf
 import torch
 import torchaudio.functional as AF
 
-from cusep.errors import CusepError
+from .atomic import commit, temp_beside
+from .errors import CusepError
 
 if TYPE_CHECKING:
     import av
@@ -459,7 +458,7 @@ class AudioWriter:
         except OSError as e:
             raise CusepError(f"{path}: cannot create output folder {path.parent} "
                              f"({e.strerror}); choose a writable output folder") from e
-        stem = path.parent / f".{path.name}.{uuid.uuid4().hex[:8]}"
+        stem = temp_beside(path, "")
         self._tmp, self._spill_path, self._final = (stem.with_suffix(s) for s in
                                                     (".part", ".spill", ".tmp"))
         self._spill: sf.SoundFile | None = None
@@ -545,7 +544,7 @@ class AudioWriter:
             scale = 1.0 / peak if rescale else 1.0
             if self._spill is None and scale == 1.0:
                 self._close_sink()
-                os.replace(self._tmp, self.path)
+                commit(self._tmp, self.path)
                 return scale
             if self._spill is not None:
                 self._spill.close()
@@ -560,7 +559,7 @@ class AudioWriter:
                 self._sink.write(_encode(chunk.T * np.float32(scale), self._bits,
                                          self.clip == "clamp" or rescale))
             self._close_sink()
-            os.replace(self._final, self.path)
+            commit(self._final, self.path)
             return scale
         except (sf.SoundFileError, RuntimeError, OSError) as e:
             raise _cannot_write(self.path, e) from None
@@ -568,10 +567,8 @@ class AudioWriter:
             self.abort()
 
     def _close_sink(self) -> None:
-        """Finish encoding and sync the file to disk (one fsync per file)."""
+        """Finish encoding and close the file (:func:`cusep.atomic.commit` syncs it)."""
         self._sink.close()
-        self._file.flush()
-        os.fsync(self._file.fileno())
         self._file.close()
 
     def abort(self) -> None:

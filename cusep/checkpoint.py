@@ -25,13 +25,11 @@ import hashlib
 import json
 import os
 import re
-import shutil
-import tempfile
-import uuid
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .atomic import atomic_dir
 from .errors import CusepError
 from .version import __version__
 
@@ -178,20 +176,13 @@ def save_model_dir(
     json.dumps(meta)  # not serialisable: fails before anything is written
     card_text = card if card is not None else default_card(meta)
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
-    try:
-        tmp.chmod(0o755)
+    with atomic_dir(path) as tmp:
         save_file(state, str(tmp / WEIGHTS_FILE), metadata={"format": "pt"})
         meta["weights_sha256"] = sha256_file(tmp / WEIGHTS_FILE)  # checked on every load
         (tmp / CONFIG_FILE).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
         (tmp / CARD_FILE).write_text(card_text, encoding="utf-8")
         for name in (WEIGHTS_FILE, CONFIG_FILE, CARD_FILE):
             (tmp / name).chmod(0o644)
-        _replace_dir(tmp, path)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return path
 
 
@@ -234,21 +225,6 @@ def default_card(config: dict) -> str:
 
 def _replaceable(path: Path) -> bool:
     return path.is_dir() and ((path / CONFIG_FILE).is_file() or not any(path.iterdir()))
-
-
-def _replace_dir(new: Path, path: Path) -> None:
-    """Rename ``new`` to ``path``; an existing ``path`` is moved aside first and then deleted."""
-    if not path.exists():
-        os.rename(new, path)
-        return
-    old = path.with_name(f".{path.name}.old-{uuid.uuid4().hex[:8]}")
-    os.rename(path, old)
-    try:
-        os.rename(new, path)
-    except BaseException:
-        os.rename(old, path)
-        raise
-    shutil.rmtree(old, ignore_errors=True)
 
 
 # -------------------------------------------------------------------------------------- loading

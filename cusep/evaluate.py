@@ -37,6 +37,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
+from .atomic import write_text
 from .audio import read_audio, resample, to_mono, write_audio
 from .checkpoint import ModelDir, resolve_model
 from .data.urmp import (
@@ -519,13 +520,11 @@ def read_cache(path: Path, key: str) -> list[Record] | None:
 
 def write_json(path: Path, data: Any) -> None:
     """Write JSON atomically (temp file in the same folder, then rename); NaN -> null."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    text = json.dumps(data, indent=1, allow_nan=False)
     try:
-        tmp.write_text(json.dumps(data, indent=1, allow_nan=False), encoding="utf-8")
-        os.replace(tmp, path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_text(path, text)
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
         raise CusepError(f"cannot write {path} ({exc.strerror or exc}); "
                          "choose a writable --out") from None
 

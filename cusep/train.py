@@ -31,6 +31,7 @@ import torch.distributed as dist
 from safetensors.torch import load_file, save_file
 from torch.nn import functional as F
 
+from .atomic import atomic_path, write_text
 from .checkpoint import resolve_model
 from .config import TrainConfig, config_from_dict
 from .data.mixing import Batch, MixingConfig, MixtureSampler, StemBank, make_generator
@@ -271,10 +272,8 @@ class Trainer:
     def save_checkpoint(self) -> None:
         if not self.main:
             return
-        path = self.run_dir / "checkpoint.pt"
-        tmp = path.with_suffix(".tmp")
-        torch.save(self.state(), tmp)
-        os.replace(tmp, path)
+        with atomic_path(self.run_dir / "checkpoint.pt") as tmp:
+            torch.save(self.state(), tmp)
 
     def resume(self) -> bool:
         """Load the run folder's checkpoint if any (every rank). True if resumed."""
@@ -609,9 +608,9 @@ def _load_visual_banks(cfg: TrainConfig, visual, log: Log,
 
 
 def save_weights(path: Path, model: torch.nn.Module) -> None:
-    tmp = path.with_suffix(".tmp")
-    save_file({k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}, str(tmp))
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        save_file({k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()},
+                  str(tmp))
 
 
 def load_weights(path: Path) -> dict[str, torch.Tensor]:
@@ -637,9 +636,7 @@ def load_checkpoint(path: Path, device: str | torch.device = "cpu") -> dict:
 
 
 def save_json(path: Path, data: dict) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=str) + "\n")
-    os.replace(tmp, path)
+    write_text(path, json.dumps(data, indent=2, default=str) + "\n")
 
 
 def read_run_config(run_dir: Path) -> tuple[TrainConfig, dict]:

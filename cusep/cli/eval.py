@@ -10,6 +10,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
+from ..atomic import write_text
 from ..errors import CusepError
 from ..progress import progress_bar
 from .common import console
@@ -82,8 +83,7 @@ def _run(kind: str, data: Path, model: str | None, protocol: str, out: Path | No
     grids = report.summary_grids(result.records, result.settings)
     grids += [report.group_grid(result.records, by, "si_sdr", result.settings)
               for by in ("instrument", "n_sources")]
-    (out / "summary.md").write_text(report.markdown_report(grids, result.settings),
-                                    encoding="utf-8")
+    write_text(out / "summary.md", report.markdown_report(grids, result.settings))
     stdout = _stdout()
     for grid in grids:
         stdout.print(grid.rich())

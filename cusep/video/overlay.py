@@ -3,8 +3,6 @@ the yuv420p planes), written atomically."""
 
 from __future__ import annotations
 
-import os
-import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
@@ -13,6 +11,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from ..atomic import atomic_path
 from ..errors import CusepError
 from .boxes import Player, check_fit
 from .frames import open_stream, start_seconds, undecodable
@@ -171,19 +170,17 @@ def write_overlay(
         except OSError as e:
             raise CusepError(f"{dst}: cannot create output folder {dst.parent} ({e.strerror}); "
                              "choose a writable output folder") from e
-        tmp = dst.parent / f".{dst.stem}.{uuid.uuid4().hex[:8]}.tmp{dst.suffix}"
         try:
-            try:
-                output = av.open(str(tmp), "w")
-            except ValueError as e:
-                raise CusepError(f"{dst}: cannot write {dst.suffix or 'extension-less'} videos; "
-                                 "name the file .mp4 or .mkv") from e
-            with output:
-                _overlay_streams(container, stream, audio_in, output, src, drawn,
-                                 (out_w, out_h), thickness)
-            os.replace(tmp, dst)
+            with atomic_path(dst, suffix=f".tmp{dst.suffix}") as tmp:  # the muxer reads suffixes
+                try:
+                    output = av.open(str(tmp), "w")
+                except ValueError as e:
+                    raise CusepError(f"{dst}: cannot write {dst.suffix or 'extension-less'} "
+                                     "videos; name the file .mp4 or .mkv") from e
+                with output:
+                    _overlay_streams(container, stream, audio_in, output, src, drawn,
+                                     (out_w, out_h), thickness)
         except BaseException as e:
-            tmp.unlink(missing_ok=True)
             if isinstance(e, OSError) and not isinstance(e, av.FFmpegError):
                 raise CusepError(f"{dst}: cannot write ({e.strerror or e}); choose a writable "
                                  "output folder with free space") from e
