@@ -60,7 +60,7 @@ from .metrics import (
     sd_sdr,
     si_sdr,
 )
-from .runtime import Precision, autocast_dtype, precision_name, resolve_device
+from .runtime import Precision, autocast_dtype, precision_name, resolve_device, tune_cpu_allocator
 from .separate import Separator, SeparatorConfig
 from .spectral import istft, stft
 
@@ -660,6 +660,8 @@ _WORKER: dict[str, Any] = {}  # per worker process: the Separator, loaded once
 def _init_worker(model: str, device: str, config: SeparatorConfig, threads: int) -> None:
     torch.set_num_threads(threads)
     _WORKER["separator"] = Separator(model, device=device, config=config)
+    if _WORKER["separator"].device.type == "cpu":  # a worker process: its entry point
+        tune_cpu_allocator()
 
 
 def _worker_piece(piece: Piece, config: EvalConfig, method: str, key: str, cache: Path,

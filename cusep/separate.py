@@ -34,7 +34,6 @@ from .runtime import (
     check_signal,
     precision_name,
     resolve_device,
-    tune_cpu_allocator,
 )
 from .score import Score
 from .spectral import from_grid, interp_axis, istft, scale_magnitude, stft, to_grid
@@ -192,7 +191,6 @@ class Separator:
             self.model, self.model_dir = load_model(model, device=self.device)
         self.dtype = autocast_dtype(self.device, self.config.precision)
         if self.device.type == "cpu":  # oneDNN convolutions are faster channels_last, fp32 too
-            tune_cpu_allocator()
             self.model = self.model.to(memory_format=torch.channels_last)
 
     @property

@@ -159,10 +159,6 @@ class Trainer:
             self.model.visual.load_pretrained()  # ImageNet (or a given file) unless weights=none
         self.model = self.model.to(device)
         self.amp = autocast_dtype(device, "auto")
-        if device.type == "cpu":
-            tune_cpu_allocator()
-        if device.type == "cuda":
-            torch.backends.cudnn.benchmark = True
         self.channels_last = self.amp is not None or device.type == "cpu"
         if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
@@ -653,6 +649,15 @@ def read_run_config(run_dir: Path) -> tuple[TrainConfig, dict]:
         raise CusepError(f"{path} must hold a JSON object; restore the run's config.json")
     extra = {k: raw.pop(k) for k in ("command", "device", "world_size") if k in raw}
     return config_from_dict(raw), extra
+
+
+def tune_process(device: torch.device) -> None:
+    """The process-wide settings a training run wants, made by its entry point (``cusep
+    train``), never by the Trainer: glibc's allocator tuned on CPU, cudnn's autotuner on CUDA."""
+    if device.type == "cpu":
+        tune_cpu_allocator()
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
 
 
 def setup_distributed(device: str) -> torch.device:

@@ -111,7 +111,10 @@ def _evaluate_with_progress(pieces: list[Piece], model: str, out: Path, config: 
                             data: Path, kind: str, split: str | None, device: str,
                             jobs: int) -> EvalResult:
     from ..evaluate import PieceOutcome, evaluate
+    from ..runtime import resolve_device, tune_cpu_allocator
 
+    if resolve_device(device).type == "cpu":
+        tune_cpu_allocator()  # a process-wide setting: the entry point's to make
     terminal = console.is_terminal
     with progress_bar(console=console, transient=True, disable=not terminal) as bar:
         task = bar.add_task("pieces", total=len(pieces))

@@ -178,6 +178,7 @@ def register(app: typer.Typer) -> None:
         if as_json and boxes is not None:
             raise CusepError("--json summarises audio runs; with --boxes leave --json out "
                              "(the player table is printed)")
+        from ..runtime import tune_cpu_allocator
         from ..separate import (  # torch: only past the argument checks
             Separator,
             SeparatorConfig,
@@ -203,6 +204,8 @@ def register(app: typer.Typer) -> None:
                                  batch_size=batch_size, precision=precision, residual=not raw,
                                  mix_floor=mix_floor)
         sep = Separator(model, device=device, config=config)
+        if sep.device.type == "cpu":
+            tune_cpu_allocator()  # a process-wide setting: the entry point's to make
         output = Output(out, filename, fmt, clip, force, bitrate)
         if boxes is not None:
             from .separate_video import separate_players
