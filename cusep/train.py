@@ -34,9 +34,8 @@ from torch.nn import functional as F
 from .atomic import atomic_path, write_text
 from .checkpoint import resolve_model
 from .config import TrainConfig, config_from_dict
+from .data.banks import load_banks
 from .data.mixing import Batch, MixingConfig, MixtureSampler, StemBank, make_generator
-from .data.solos import scan_solos, split_solos
-from .data.urmp import scan_urmp
 from .errors import CusepError
 from .metrics import detection_metrics, si_sdr
 from .model import VisualInput, build_network
@@ -204,8 +203,9 @@ class Trainer:
 
             def encode(track):  # a frozen backbone runs once per crop, at load time
                 return encode_track(track, self.model.visual, self.device)
-        train_bank, valid_bank = load_banks(cfg, self.log if self.main else (lambda s: None),
-                                            encode)
+        train_bank, valid_bank = load_banks(cfg.data, cfg.spectral.sample_rate,
+                                            self.log if self.main else (lambda s: None),
+                                            visual=self.visual_config, encode=encode)
         classes, visual = cfg.classes, self.visual_config
         train = MixtureSampler(train_bank.to(self.device), cfg.mixing, classes, visual)
         valid = MixtureSampler(valid_bank.to(self.device), validation_mixing(cfg, valid_bank),
@@ -483,124 +483,6 @@ def validation_mixing(cfg: TrainConfig, bank: StemBank) -> MixingConfig:
     return dataclasses.replace(cfg.mixing, ensemble_ratio=1.0 if ensembles else 0.0,
                                gain_db=(0.0, 0.0), noise_std=0.0, normalise="rms",
                                ensemble_subset=False, unlabelled=0.0)
-
-
-def load_banks(cfg: TrainConfig, log: Log, encode: Callable | None = None
-               ) -> tuple[StemBank, StemBank]:
-    """Training and validation audio as in ``cfg.data`` (validation split off if not given);
-    for a visual model also the player crops, each source's passed through ``encode`` (e.g. to
-    backbone features) when given."""
-    data, rate = cfg.data, cfg.spectral.sample_rate
-    if not data.train:
-        raise CusepError("no training data given; pass --data DIR (URMP layout, e.g. made by "
-                         "'cusep synth') or set data.train in the preset")
-    visual = cfg.model.visual if cfg.task == "separate" else None
-    if visual is not None:
-        train, valid = _load_visual_banks(cfg, visual, log, encode or (lambda track: track))
-    elif data.layout == "solos":
-        files: dict[str, list[Path]] = {}
-        for root in data.train:
-            for code, paths in scan_solos(root).items():
-                files.setdefault(code, []).extend(paths)
-        if data.valid:
-            valid_files: dict[str, list[Path]] = {}
-            for root in data.valid:
-                for code, paths in scan_solos(root).items():
-                    valid_files.setdefault(code, []).extend(paths)
-        else:
-            files, valid_files = split_solos(files, data.valid_fraction)
-        train, valid = StemBank.from_solos(files, rate), StemBank.from_solos(valid_files, rate)
-    else:
-        pieces = [p for root in data.train for p in scan_urmp(root)]
-        if data.valid:
-            valid_pieces = [p for root in data.valid for p in scan_urmp(root)]
-        else:
-            cut = max(1, int(round(len(pieces) * (1 - data.valid_fraction))))
-            pieces, valid_pieces = pieces[:cut], pieces[cut:] or pieces[-1:]
-        train, valid = StemBank.from_urmp(pieces, rate), StemBank.from_urmp(valid_pieces, rate)
-    _check_banks(train, valid, log)
-    return train, valid
-
-
-def _check_banks(train: StemBank, valid: StemBank, log: Log) -> None:
-    for name, bank in (("train", train), ("valid", valid)):
-        if len(bank) == 0:
-            raise CusepError(f"the {name} data holds no readable audio; check --data")
-        for path, reason in bank.skipped:
-            log(f"skipped unreadable {path}: {reason}")
-        minutes = bank.minutes_per_instrument()
-        log(f"{name}: {len(bank)} items, {sum(minutes.values()):.1f} source-minutes, "
-            + ", ".join(f"{c} {m:.1f}" for c, m in minutes.items()))
-
-
-def _load_visual_banks(cfg: TrainConfig, visual, log: Log,
-                       encode: Callable) -> tuple[StemBank, StemBank]:
-    """Audio plus cached player crops: Solos recordings that have a frames folder, URMP pieces
-    that have a video and boxes.json (the others are skipped with one message)."""
-    from .data.frames import (
-        piece_has_video,
-        read_piece_frames,
-        read_solos_frames,
-        solos_frame_files,
-    )
-
-    data, rate = cfg.data, cfg.spectral.sample_rate
-    step, size = data.frame_step, visual.crop_size
-    if data.layout == "solos":
-        def with_frames(roots: tuple[str, ...]) -> dict[str, list[Path]]:
-            files: dict[str, list[Path]] = {}
-            dropped = 0
-            for root in roots:
-                for code, paths in scan_solos(root).items():
-                    kept = [p for p in paths if solos_frame_files(p)]
-                    dropped += len(paths) - len(kept)
-                    if kept:
-                        files.setdefault(code, []).extend(kept)
-            if dropped:
-                log(f"skipped {dropped} Solos recording(s) without frames "
-                    "(<root>/frames/<Instrument>/<id>/NNNN.jpg)")
-            if not files:
-                raise CusepError(f"no Solos recording in {', '.join(roots)} has frames; a visual "
-                                 "preset needs <root>/frames/<Instrument>/<id>/NNNN.jpg")
-            return files
-
-        files = with_frames(data.train)
-        if data.valid:
-            valid_files = with_frames(data.valid)
-        else:
-            files, valid_files = split_solos(files, data.valid_fraction)
-
-        def solo(path: Path, seconds: float):
-            return encode(read_solos_frames(path, seconds, step, size))
-
-        banks = [StemBank.from_solos(f, rate, frames=solo) for f in (files, valid_files)]
-    else:
-        def with_video(roots: tuple[str, ...]) -> list:
-            pieces = [p for root in roots for p in scan_urmp(root)]
-            kept = [p for p in pieces if piece_has_video(p)]
-            if len(kept) < len(pieces):
-                names = [p.name for p in pieces if not piece_has_video(p)]
-                more = f", ... ({len(names) - 3} more)" if len(names) > 3 else ""
-                log(f"skipped {len(names)} piece(s) without Vid_*.mp4 and boxes.json: "
-                    f"{', '.join(names[:3])}{more}")
-            if not kept:
-                raise CusepError(f"no piece in {', '.join(roots)} has a video and boxes.json; "
-                                 "a visual preset needs Vid_<piece>.mp4 + boxes.json per piece")
-            return kept
-
-        pieces = with_video(data.train)
-        if data.valid:
-            valid_pieces = with_video(data.valid)
-        else:
-            cut = max(1, int(round(len(pieces) * (1 - data.valid_fraction))))
-            pieces, valid_pieces = pieces[:cut], pieces[cut:] or pieces[-1:]
-
-        def piece(p, seconds: float):
-            return {c: encode(t) for c, t in read_piece_frames(p, seconds, step, size).items()}
-
-        banks = [StemBank.from_urmp(p, rate, frames=piece) for p in (pieces, valid_pieces)]
-    _check_banks(*banks, log)
-    return banks[0], banks[1]
 
 
 def save_weights(path: Path, model: torch.nn.Module) -> None:
