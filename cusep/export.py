@@ -14,7 +14,7 @@ from pathlib import Path
 from .checkpoint import default_card, kind_of, save_model_dir
 from .errors import CusepError
 from .model import build_network
-from .train import load_checkpoint, load_weights, read_run_config
+from .train import load_resume_state, load_weights, read_run_config
 from .version import __version__
 
 
@@ -62,7 +62,7 @@ def export_run(run_dir: Path, model_dir: Path, weights: str = "best",
         path = run_dir / "checkpoint.pt"
         if not path.exists():
             raise CusepError(f"'{run_dir}' has no checkpoint.pt")
-        state = load_checkpoint(path)["model"]
+        state = load_resume_state(path)["model"]
     else:
         raise CusepError(f"--weights must be best or last, not '{weights}'")
     try:

@@ -2,15 +2,18 @@
 
 The whole data path runs on the training device: stems held in memory (StemBank), mixtures drawn
 by MixtureSampler, STFT and targets computed on the device, so no data-loader workers are needed.
-A run folder holds ``config.json``, ``metrics.jsonl``, ``checkpoint.pt`` (everything to resume
-exactly) and ``best.safetensors`` (the weights with the best validation SI-SDR).
+A run folder holds ``config.json``, ``metrics.jsonl``, ``checkpoint.pt`` (the *resume state*:
+everything to resume exactly) and ``best.safetensors`` (the weights with the best validation
+SI-SDR). In code "checkpoint" is never the resume state: :mod:`cusep.checkpoint` is about model
+directories; here it is ``resume state`` (:meth:`Trainer.save_resume_state`,
+:func:`load_resume_state`); the file keeps its name.
 
 A visually conditioned model (``model.visual`` set) trains on the same mixtures with each source's
 player crops (Solos frames or URMP videos + boxes.json, cached at load time by ``data/frames.py``);
 its backbone starts from ``model.visual.weights`` (ImageNet from the torchvision cache).
 
 A run whose ``task`` is ``detect`` trains an InstrumentDetector with the same data, mixtures, loop
-and checkpoints: BCE of its clip logits against the audible sources of each mixture; validation
+and resume state: BCE of its clip logits against the audible sources of each mixture; validation
 reports loss, mAP and macro-F1 (at the threshold that maximises it) and keeps the best mAP.
 """
 
@@ -265,18 +268,19 @@ class Trainer:
         if self.device.type == "cuda" and state["cuda_rng"].numel():
             torch.cuda.set_rng_state(state["cuda_rng"].cpu(), self.device)
 
-    def save_checkpoint(self) -> None:
+    def save_resume_state(self) -> None:
+        """Write ``checkpoint.pt`` (the resume state), atomically; rank 0 only."""
         if not self.main:
             return
         with atomic_path(self.run_dir / "checkpoint.pt") as tmp:
             torch.save(self.state(), tmp)
 
     def resume(self) -> bool:
-        """Load the run folder's checkpoint if any (every rank). True if resumed."""
+        """Load the run folder's resume state if any (every rank). True if resumed."""
         path = self.run_dir / "checkpoint.pt"
         if not path.exists():
             return False
-        self.load_state(load_checkpoint(path, self.device))
+        self.load_state(load_resume_state(path, self.device))
         if self.world > 1:  # each rank continues its own stream, decorrelated from the others
             self.generator.manual_seed(self.config.optim.seed + 7919 * self.rank + self.step)
         return True
@@ -432,7 +436,7 @@ class Trainer:
                 if not progress and self.main:
                     self.log(json.dumps(record))
             if self.step % opt.checkpoint_every == 0 or last or stop.set:
-                self.save_checkpoint()
+                self.save_resume_state()
             if stop.set:
                 bar.close()
                 raise Interrupted(self.step)
@@ -500,9 +504,9 @@ def load_weights(path: Path) -> dict[str, torch.Tensor]:
                          "(--weights last) or train again") from None
 
 
-def load_checkpoint(path: Path, device: str | torch.device = "cpu") -> dict:
-    """A run's checkpoint.pt (tensors only: nothing is unpickled); CusepError when it is
-    truncated or corrupt."""
+def load_resume_state(path: Path, device: str | torch.device = "cpu") -> dict:
+    """A run's resume state, checkpoint.pt (tensors only: nothing is unpickled); CusepError
+    when it is truncated or corrupt."""
     try:
         state = torch.load(path, map_location=device, weights_only=True)
     except Exception as exc:  # zip, pickle and I/O errors of a cut or damaged file
