@@ -231,7 +231,7 @@ def _replaceable(path: Path) -> bool:
 
 
 def load_model(
-    spec: str | Path | None = None,
+    spec: str | Path | ModelDir | None = None,
     device: str | torch.device = "cpu",
     registry: str | Path | None = None,
 ) -> tuple[ConditionedUNet, ModelDir]:
@@ -248,7 +248,7 @@ def load_model(
 
 
 def load_detector(
-    spec: str | Path | None = None,
+    spec: str | Path | ModelDir | None = None,
     device: str | torch.device = "cpu",
     registry: str | Path | None = None,
 ) -> tuple[InstrumentDetector, ModelDir]:
@@ -317,7 +317,7 @@ def _check_state_dict(state: dict[str, torch.Tensor], config: NetworkConfig,
 
 
 def resolve_model(
-    spec: str | Path | None,
+    spec: str | Path | ModelDir | None,
     *,
     registry: str | Path | None = None,
     offline: bool | None = None,
@@ -326,7 +326,11 @@ def resolve_model(
 
     ``spec`` is ``None`` (the registry's default), a directory, a registry short name, or a Hub
     repo id ``org/name`` / ``org/name@revision``. ``offline=None`` follows ``HF_HUB_OFFLINE``.
+    A :class:`ModelDir` is already verified: it is returned as it is (its weights are not
+    hashed again).
     """
+    if isinstance(spec, ModelDir):
+        return spec
     reg_path = _registry_path(registry)
     entries, default, _ = _read_registry(reg_path) if reg_path else ({}, None, None)
     if spec is None:

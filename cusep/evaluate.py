@@ -657,7 +657,7 @@ def _run_piece(piece: Piece, separator: Separator, config: EvalConfig, method: s
 _WORKER: dict[str, Any] = {}  # per worker process: the Separator, loaded once
 
 
-def _init_worker(model: str, device: str, config: SeparatorConfig, threads: int) -> None:
+def _init_worker(model: ModelDir, device: str, config: SeparatorConfig, threads: int) -> None:
     torch.set_num_threads(threads)
     _WORKER["separator"] = Separator(model, device=device, config=config)
     if _WORKER["separator"].device.type == "cpu":  # a worker process: its entry point
@@ -669,7 +669,7 @@ def _worker_piece(piece: Piece, config: EvalConfig, method: str, key: str, cache
     return _run_piece(piece, _WORKER["separator"], config, method, key, cache, stems_dir)
 
 
-def evaluate(pieces: Sequence[Piece], model: str | Path | None, out: str | Path,
+def evaluate(pieces: Sequence[Piece], model: str | Path | ModelDir | None, out: str | Path,
              config: EvalConfig, *, data: str | Path = "", dataset: str = "urmp",
              split: str | None = None, device: str = "auto", jobs: int = 1,
              progress: Progress | None = None) -> EvalResult:
@@ -682,7 +682,7 @@ def evaluate(pieces: Sequence[Piece], model: str | Path | None, out: str | Path,
     if jobs < 1:
         raise CusepError("--jobs must be at least 1")
     begin = time.perf_counter()
-    mdir = resolve_model(model)
+    mdir = resolve_model(model)  # the weights are hashed here, once (a ModelDir: not again)
     settings = run_settings(mdir, Path(data), dataset, config, device, split)
     method = settings["model"]["name"]
     if method in REFERENCE_METHODS:
@@ -721,7 +721,7 @@ def evaluate(pieces: Sequence[Piece], model: str | Path | None, out: str | Path,
     if todo:
         sep_config = config.separator_config()
         if jobs == 1 or len(todo) == 1:
-            separator = Separator(mdir.path, device=device, config=sep_config)
+            separator = Separator(mdir, device=device, config=sep_config)
             for piece, key in todo:
                 done(_run_piece(piece, separator, config, method, key, cache, stems_dir))
         else:
@@ -729,7 +729,7 @@ def evaluate(pieces: Sequence[Piece], model: str | Path | None, out: str | Path,
             threads = max(1, (os.cpu_count() or 1) // workers)
             with ProcessPoolExecutor(workers, mp_context=get_context("spawn"),
                                      initializer=_init_worker,
-                                     initargs=(str(mdir.path), device, sep_config, threads)
+                                     initargs=(mdir, device, sep_config, threads)
                                      ) as pool:
                 futures = [pool.submit(_worker_piece, piece, config, method, key, cache,
                                        stems_dir) for piece, key in todo]

@@ -179,7 +179,7 @@ class Separator:
     >>> stems = sep.separate(audio, 44100, ["vn", "vc"])  # audio (channels, samples)
     """
 
-    def __init__(self, model: str | Path | ConditionedUNet | None = None,
+    def __init__(self, model: str | Path | ModelDir | ConditionedUNet | None = None,
                  device: str | torch.device = "auto",
                  config: SeparatorConfig | None = None) -> None:
         self.device = resolve_device(device)

@@ -26,6 +26,7 @@ from .options import (
 )
 
 if TYPE_CHECKING:  # torch, the metrics and matplotlib load only when an evaluation runs
+    from ..checkpoint import ModelDir
     from ..data.urmp import Piece
     from ..evaluate import EvalConfig, EvalResult
 
@@ -65,7 +66,7 @@ def _run(kind: str, data: Path, model: str | None, protocol: str, out: Path | No
         console.print("[yellow]note:[/] --pes requests every instrument of the model, so a "
                       "conditioned model is told that all of them play", soft_wrap=True)
     start = time.perf_counter()
-    result = _evaluate_with_progress(pieces, str(mdir.path), out, config, data, kind, split,
+    result = _evaluate_with_progress(pieces, mdir, out, config, data, kind, split,
                                      device, jobs)
     for piece, reason in result.skipped:
         console.print(f"[yellow]skipped[/] {escape(piece)}: {escape(reason)}", soft_wrap=True)
@@ -107,7 +108,7 @@ def _stdout() -> Console:
     return out if out.is_terminal else Console(highlight=False, width=max(out.width, 140))
 
 
-def _evaluate_with_progress(pieces: list[Piece], model: str, out: Path, config: EvalConfig,
+def _evaluate_with_progress(pieces: list[Piece], model: ModelDir, out: Path, config: EvalConfig,
                             data: Path, kind: str, split: str | None, device: str,
                             jobs: int) -> EvalResult:
     from ..evaluate import PieceOutcome, evaluate
