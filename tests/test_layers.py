@@ -24,7 +24,7 @@ LAYERS: list[tuple[str, ...]] = [
     # model directories
     ("checkpoint",),
     # applications
-    ("windows", "detect", "separate", "video_separate"),
+    ("detect", "separate", "video_separate"),
     # dataset layouts and data synthesis
     ("data", "data.urmp", "data.solos", "data.banks", "data.frames", "data.mixing",
      "data.recording", "data.sampler", "data.scores", "data.synth", "data.synth_video"),
