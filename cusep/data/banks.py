@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ..errors import CusepError
 from .mixing import StemBank
@@ -63,6 +63,16 @@ def split_pieces(pieces: list[Piece], valid_fraction: float) -> tuple[list[Piece
     return pieces[:cut], pieces[cut:] or pieces[-1:]
 
 
+def train_valid(data: DataLayout, scan: Callable[[tuple[str, ...]], Any],
+                split: Callable[[Any, float], tuple[Any, Any]]) -> tuple[Any, Any]:
+    """(training, validation) items: ``scan`` of ``data.train`` and of ``data.valid``, or, with
+    no validation folder, ``split`` of the training items by ``data.valid_fraction``."""
+    train = scan(data.train)
+    if data.valid:
+        return train, scan(data.valid)
+    return split(train, data.valid_fraction)
+
+
 def load_banks(data: DataLayout, rate: int, log: Log, visual: VisualConfig | None = None,
                encode: Callable | None = None) -> tuple[StemBank, StemBank]:
     """Training and validation audio at ``rate`` as ``data`` says (validation split off if not
@@ -74,18 +84,11 @@ def load_banks(data: DataLayout, rate: int, log: Log, visual: VisualConfig | Non
     if visual is not None:
         train, valid = _visual_banks(data, rate, visual, log, encode or (lambda track: track))
     elif data.layout == "solos":
-        files, _ = solos_files(data.train)
-        if data.valid:
-            valid_files, _ = solos_files(data.valid)
-        else:
-            files, valid_files = split_solos(files, data.valid_fraction)
+        files, valid_files = train_valid(data, lambda roots: solos_files(roots)[0], split_solos)
         train, valid = StemBank.from_solos(files, rate), StemBank.from_solos(valid_files, rate)
     else:
-        pieces, _ = urmp_pieces(data.train)
-        if data.valid:
-            valid_pieces, _ = urmp_pieces(data.valid)
-        else:
-            pieces, valid_pieces = split_pieces(pieces, data.valid_fraction)
+        pieces, valid_pieces = train_valid(data, lambda roots: urmp_pieces(roots)[0],
+                                           split_pieces)
         train, valid = StemBank.from_urmp(pieces, rate), StemBank.from_urmp(valid_pieces, rate)
     _check_banks(train, valid, log)
     return train, valid
@@ -120,11 +123,7 @@ def _visual_banks(data: DataLayout, rate: int, visual: VisualConfig, log: Log,
                                  "preset needs <root>/frames/<Instrument>/<id>/NNNN.jpg")
             return files
 
-        files = with_frames(data.train)
-        if data.valid:
-            valid_files = with_frames(data.valid)
-        else:
-            files, valid_files = split_solos(files, data.valid_fraction)
+        files, valid_files = train_valid(data, with_frames, split_solos)
 
         def solo(path: Path, seconds: float):
             return encode(read_solos_frames(path, seconds, step, size))
@@ -143,11 +142,7 @@ def _visual_banks(data: DataLayout, rate: int, visual: VisualConfig, log: Log,
                                  "a visual preset needs Vid_<piece>.mp4 + boxes.json per piece")
             return kept
 
-        pieces = with_video(data.train)
-        if data.valid:
-            valid_pieces = with_video(data.valid)
-        else:
-            pieces, valid_pieces = split_pieces(pieces, data.valid_fraction)
+        pieces, valid_pieces = train_valid(data, with_video, split_pieces)
 
         def piece(p: Piece, seconds: float):
             return {c: encode(t) for c, t in read_piece_frames(p, seconds, step, size).items()}
