@@ -23,7 +23,8 @@ from bench_separate import synth_mixture  # benchmarks/ is on sys.path when run 
 
 from cusep.checkpoint import load_model
 from cusep.model import ConditionedUNet, ModelConfig
-from cusep.separate import Separator, SeparatorConfig, tune_cpu_allocator
+from cusep.runtime import tune_cpu_allocator
+from cusep.separate import Separator, SeparatorConfig
 
 RATE = 44100
 CODES = ("vn", "va", "vc", "db")

@@ -39,7 +39,8 @@ from cusep.audio import AudioWriter, read_audio, resample, to_mono, write_audio
 from cusep.checkpoint import load_model
 from cusep.instruments import label_vector
 from cusep.model import ConditionedUNet, ModelConfig
-from cusep.separate import Separator, SeparatorConfig, tune_cpu_allocator
+from cusep.runtime import tune_cpu_allocator
+from cusep.separate import Separator, SeparatorConfig
 from cusep.spectral import features, istft
 
 CODES = ("vn", "va", "vc", "db")

@@ -57,7 +57,7 @@ def grey_speed(path: Path) -> tuple[float, float]:
     """Frames per second of motion_energy's luma reader and of swscale's grey conversion."""
     import av
 
-    from cusep.video import _small_grey
+    from cusep.video.motion import _small_grey
 
     rates = []
     for fast in (True, False):

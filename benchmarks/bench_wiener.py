@@ -35,7 +35,7 @@ def _args() -> argparse.Namespace:
 
 
 ARGS = _args()
-if ARGS.tune_malloc:  # same settings as cusep.separate.tune_cpu_allocator
+if ARGS.tune_malloc:  # same settings as cusep.runtime.tune_cpu_allocator
     import ctypes
 
     _libc = ctypes.CDLL("libc.so.6")

@@ -9,12 +9,12 @@
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
-
 import importlib
 import sys
 import types
 from typing import TYPE_CHECKING, Any
+
+from .version import __version__
 
 # Public name -> the submodule that defines it. They are imported on first use (PEP 562), so
 # `import cusep` (and `cusep --help`) does not pull in torch.

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
-import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +21,8 @@ import soundfile as sf
 import torch
 import torchaudio.functional as AF
 
-from cusep.errors import CusepError
+from .atomic import commit, temp_beside
+from .errors import CusepError
 
 if TYPE_CHECKING:
     import av
@@ -34,6 +33,9 @@ __all__ = [
     "AudioInfo",
     "AudioSource",
     "AudioWriter",
+    "NON_MEDIA_DEMUXERS",
+    "check_input",
+    "open_av",
     "StreamResampler",
     "info",
     "open_audio",
@@ -83,7 +85,7 @@ MP3_BITRATES = (64, 80, 96, 112, 128, 160, 192, 224, 256, 320)
 # FFmpeg demuxers of raw elementary streams: their stated duration is a bitrate estimate.
 _RAW_DEMUXERS = frozenset({"aac", "mp3", "ac3", "eac3", "dts", "truehd", "loas"})
 # FFmpeg demuxers that open almost anything (text or bytes as ANSI / binary art), never sound.
-_NON_MEDIA_DEMUXERS = frozenset({"tty", "bin", "xbin", "adf", "idf"})
+NON_MEDIA_DEMUXERS = frozenset({"tty", "bin", "xbin", "adf", "idf"})
 
 # Resampling: Kaiser-windowed sinc with the "kaiser_best" parameters of resampy/librosa.
 _LOWPASS_WIDTH = 64
@@ -109,7 +111,7 @@ class AudioInfo:
 # ----------------------------------------------------------------------------- reading
 
 
-def _check_input(path: str | Path, kind: str = "audio") -> Path:
+def check_input(path: str | Path, kind: str = "audio") -> Path:
     """An existing, readable, non-empty file, else CusepError. ``kind``: audio or video."""
     path = Path(path)
     article = "an" if kind == "audio" else "a"
@@ -134,7 +136,7 @@ def _undecodable(path: Path, reason: str) -> CusepError:
     )
 
 
-def _open_av(path: Path, undecodable: Callable[[Path, str], CusepError] = _undecodable,
+def open_av(path: Path, undecodable: Callable[[Path, str], CusepError] = _undecodable,
              ) -> av.container.InputContainer:
     """av.open with one-line errors (``undecodable(path, reason)`` for corrupt files)."""
     import av  # PyAV is only needed for containers: imported on first use
@@ -150,7 +152,7 @@ def _open_av(path: Path, undecodable: Callable[[Path, str], CusepError] = _undec
 def _audio_stream(container: av.container.InputContainer, path: Path) -> av.AudioStream:
     if container.streams.audio:
         return container.streams.audio[0]
-    if container.format.name in _NON_MEDIA_DEMUXERS or not container.streams.video:
+    if container.format.name in NON_MEDIA_DEMUXERS or not container.streams.video:
         raise CusepError(
             f"{path}: is not an audio or video file; give a file such as .wav, .flac or .mp4"
         )
@@ -231,7 +233,7 @@ class AudioSource:
         if stop is not None:
             end = stop if end is None else min(end, stop)
         pos, pending, held = 0, [], 0  # pos: absolute frame index after the decoded frames
-        with _open_av(path) as container:
+        with open_av(path) as container:
             stream = _audio_stream(container, path)
             try:
                 for frame in container.decode(stream):
@@ -265,7 +267,7 @@ def open_audio(path: str | Path) -> AudioSource:
 
     A RIFF wav whose header promises more than it holds (an interrupted copy) gets a warning.
     """
-    path = _check_input(path)
+    path = check_input(path)
     if path.suffix.lower() in SOUNDFILE_EXTENSIONS:
         try:
             with sf.SoundFile(str(path)) as f:
@@ -282,7 +284,7 @@ def open_audio(path: str | Path) -> AudioSource:
             return AudioSource(path, rate, channels, frames, "soundfile")
     import av
 
-    with _open_av(path) as container:
+    with open_av(path) as container:
         stream = _audio_stream(container, path)
         try:  # the first frame tells the decoded rate and layout (headers can differ)
             first = next(iter(container.decode(stream)), None)
@@ -330,7 +332,7 @@ def wav_stated_frames(path: Path) -> int | None:
 
 def info(path: str | Path) -> AudioInfo:
     """Sample rate, channels and length of an audio or video file, without decoding it all."""
-    path = _check_input(path)
+    path = check_input(path)
     if path.suffix.lower() in SOUNDFILE_EXTENSIONS:
         try:
             i = sf.info(str(path))
@@ -341,7 +343,7 @@ def info(path: str | Path) -> AudioInfo:
                              i.frames / i.samplerate)
     import av
 
-    with _open_av(path) as container:
+    with open_av(path) as container:
         stream = _audio_stream(container, path)
         sample_rate = int(stream.sample_rate or 0)
         channels = int(stream.codec_context.channels or 0)
@@ -456,7 +458,7 @@ class AudioWriter:
         except OSError as e:
             raise CusepError(f"{path}: cannot create output folder {path.parent} "
                              f"({e.strerror}); choose a writable output folder") from e
-        stem = path.parent / f".{path.name}.{uuid.uuid4().hex[:8]}"
+        stem = temp_beside(path, "")
         self._tmp, self._spill_path, self._final = (stem.with_suffix(s) for s in
                                                     (".part", ".spill", ".tmp"))
         self._spill: sf.SoundFile | None = None
@@ -542,7 +544,7 @@ class AudioWriter:
             scale = 1.0 / peak if rescale else 1.0
             if self._spill is None and scale == 1.0:
                 self._close_sink()
-                os.replace(self._tmp, self.path)
+                commit(self._tmp, self.path)
                 return scale
             if self._spill is not None:
                 self._spill.close()
@@ -557,7 +559,7 @@ class AudioWriter:
                 self._sink.write(_encode(chunk.T * np.float32(scale), self._bits,
                                          self.clip == "clamp" or rescale))
             self._close_sink()
-            os.replace(self._final, self.path)
+            commit(self._final, self.path)
             return scale
         except (sf.SoundFileError, RuntimeError, OSError) as e:
             raise _cannot_write(self.path, e) from None
@@ -565,10 +567,8 @@ class AudioWriter:
             self.abort()
 
     def _close_sink(self) -> None:
-        """Finish encoding and sync the file to disk (one fsync per file)."""
+        """Finish encoding and close the file (:func:`cusep.atomic.commit` syncs it)."""
         self._sink.close()
-        self._file.flush()
-        os.fsync(self._file.fileno())
         self._file.close()
 
     def abort(self) -> None:

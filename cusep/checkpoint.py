@@ -25,21 +25,25 @@ import hashlib
 import json
 import os
 import re
-import shutil
-import tempfile
-import uuid
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .atomic import atomic_dir
 from .errors import CusepError
+from .version import __version__
 
 if TYPE_CHECKING:  # torch is imported where a network is built or loaded, not at import:
     import torch  # `cusep models list` and `cusep --help` never need it
     from torch import nn
 
-    from .detect import DetectorConfig, InstrumentDetector
-    from .model import ConditionedUNet, ModelConfig
+    from .model import (
+        ConditionedUNet,
+        DetectorConfig,
+        InstrumentDetector,
+        ModelConfig,
+        NetworkConfig,
+    )
 
 
 CONFIG_FILE = "config.json"
@@ -96,7 +100,7 @@ class ModelDir:
     @property
     def detector_config(self) -> DetectorConfig:
         """The detector's :class:`DetectorConfig` (``config.json`` without the metadata keys)."""
-        from .detect import DetectorConfig
+        from .model import DetectorConfig
 
         return self._network_config(DetectorConfig, "detector")
 
@@ -111,18 +115,7 @@ class ModelDir:
             ) from None
 
 
-def build_network(config: ModelConfig | DetectorConfig) -> nn.Module:
-    """The network a config describes: ConditionedUNet or InstrumentDetector."""
-    from .model import ConditionedUNet, ModelConfig
-
-    if isinstance(config, ModelConfig):
-        return ConditionedUNet(config)
-    from .detect import InstrumentDetector  # detect imports this module
-
-    return InstrumentDetector(config)
-
-
-def kind_of(config: ModelConfig | DetectorConfig) -> str:
+def kind_of(config: NetworkConfig) -> str:
     """``"separator"`` for a ModelConfig, ``"detector"`` for a DetectorConfig."""
     from .model import ModelConfig
 
@@ -144,7 +137,7 @@ def sha256_file(path: str | Path) -> str:
 def save_model_dir(
     path: str | Path,
     model: nn.Module,
-    config: ModelConfig | DetectorConfig,
+    config: NetworkConfig,
     *,
     training: dict | None = None,
     metrics: dict | None = None,
@@ -175,7 +168,7 @@ def save_model_dir(
     _check_state_dict(state, config, path)
     meta = {
         **config.to_dict(),
-        "cusep_version": _cusep_version(),
+        "cusep_version": __version__,
         "kind": kind_of(config),
         "training": dict(training or {}),
         "metrics": dict(metrics or {}),
@@ -183,20 +176,13 @@ def save_model_dir(
     json.dumps(meta)  # not serialisable: fails before anything is written
     card_text = card if card is not None else default_card(meta)
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
-    try:
-        tmp.chmod(0o755)
+    with atomic_dir(path) as tmp:
         save_file(state, str(tmp / WEIGHTS_FILE), metadata={"format": "pt"})
         meta["weights_sha256"] = sha256_file(tmp / WEIGHTS_FILE)  # checked on every load
         (tmp / CONFIG_FILE).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
         (tmp / CARD_FILE).write_text(card_text, encoding="utf-8")
         for name in (WEIGHTS_FILE, CONFIG_FILE, CARD_FILE):
             (tmp / name).chmod(0o644)
-        _replace_dir(tmp, path)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return path
 
 
@@ -241,41 +227,11 @@ def _replaceable(path: Path) -> bool:
     return path.is_dir() and ((path / CONFIG_FILE).is_file() or not any(path.iterdir()))
 
 
-def _replace_dir(new: Path, path: Path) -> None:
-    """Rename ``new`` to ``path``; an existing ``path`` is moved aside first and then deleted."""
-    if not path.exists():
-        os.rename(new, path)
-        return
-    old = path.with_name(f".{path.name}.old-{uuid.uuid4().hex[:8]}")
-    os.rename(path, old)
-    try:
-        os.rename(new, path)
-    except BaseException:
-        os.rename(old, path)
-        raise
-    shutil.rmtree(old, ignore_errors=True)
-
-
-def _cusep_version() -> str:
-    import cusep
-
-    version = getattr(cusep, "__version__", None)
-    if version:
-        return str(version)
-    from importlib.metadata import PackageNotFoundError
-    from importlib.metadata import version as dist_version
-
-    try:
-        return dist_version("cusep")
-    except PackageNotFoundError:
-        return "unknown"
-
-
 # -------------------------------------------------------------------------------------- loading
 
 
 def load_model(
-    spec: str | Path | None = None,
+    spec: str | Path | ModelDir | None = None,
     device: str | torch.device = "cpu",
     registry: str | Path | None = None,
 ) -> tuple[ConditionedUNet, ModelDir]:
@@ -292,7 +248,7 @@ def load_model(
 
 
 def load_detector(
-    spec: str | Path | None = None,
+    spec: str | Path | ModelDir | None = None,
     device: str | torch.device = "cpu",
     registry: str | Path | None = None,
 ) -> tuple[InstrumentDetector, ModelDir]:
@@ -312,7 +268,7 @@ def load_detector(
     return _load_network(mdir, mdir.detector_config, device), mdir
 
 
-def _load_network(mdir: ModelDir, config: ModelConfig | DetectorConfig,
+def _load_network(mdir: ModelDir, config: NetworkConfig,
                   device: str | torch.device) -> nn.Module:
     """Build the network, load its weights in float32 (strict), eval mode, on ``device``."""
     from safetensors import SafetensorError
@@ -325,15 +281,19 @@ def _load_network(mdir: ModelDir, config: ModelConfig | DetectorConfig,
                          "or re-export the model") from None
     state = {k: t.float() if t.is_floating_point() else t for k, t in state.items()}
     _check_state_dict(state, config, mdir.path)
+    from .model import build_network
+
     model = build_network(config)
     model.load_state_dict(state, strict=True)
     return model.eval().to(device)
 
 
-def _check_state_dict(state: dict[str, torch.Tensor], config: ModelConfig | DetectorConfig,
+def _check_state_dict(state: dict[str, torch.Tensor], config: NetworkConfig,
                       where: Path) -> None:
     """Raise a one-line CusepError unless ``state`` has the keys and shapes of ``config``."""
     import torch
+
+    from .model import build_network
 
     with torch.device("meta"):
         expected = {k: tuple(t.shape) for k, t in build_network(config).state_dict().items()}
@@ -357,7 +317,7 @@ def _check_state_dict(state: dict[str, torch.Tensor], config: ModelConfig | Dete
 
 
 def resolve_model(
-    spec: str | Path | None,
+    spec: str | Path | ModelDir | None,
     *,
     registry: str | Path | None = None,
     offline: bool | None = None,
@@ -366,7 +326,11 @@ def resolve_model(
 
     ``spec`` is ``None`` (the registry's default), a directory, a registry short name, or a Hub
     repo id ``org/name`` / ``org/name@revision``. ``offline=None`` follows ``HF_HUB_OFFLINE``.
+    A :class:`ModelDir` is already verified: it is returned as it is (its weights are not
+    hashed again).
     """
+    if isinstance(spec, ModelDir):
+        return spec
     reg_path = _registry_path(registry)
     entries, default, _ = _read_registry(reg_path) if reg_path else ({}, None, None)
     if spec is None:
@@ -619,7 +583,6 @@ __all__ = [
     "resolve_model",
     "load_model",
     "load_detector",
-    "build_network",
     "list_models",
     "sha256_file",
     "default_registry",

@@ -11,9 +11,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from .data.mixing import MixingConfig
-from .detect import DetectorConfig
 from .errors import CusepError
-from .model import ModelConfig
+from .model import DetectorConfig, ModelConfig
 from .serial import optional_dataclass, type_error
 from .spectral import SpectralConfig
 

@@ -37,6 +37,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
+from .atomic import write_text
 from .audio import read_audio, resample, to_mono, write_audio
 from .checkpoint import ModelDir, resolve_model
 from .data.urmp import (
@@ -59,8 +60,9 @@ from .metrics import (
     sd_sdr,
     si_sdr,
 )
+from .runtime import Precision, autocast_dtype, precision_name, resolve_device, tune_cpu_allocator
 from .score import Score, onset_error, read_note_list, read_score
-from .separate import Precision, Separator, SeparatorConfig, autocast_dtype, resolve_device
+from .separate import Separator, SeparatorConfig
 from .spectral import istft, stft
 
 Protocol = Literal["paper", "full"]
@@ -494,8 +496,7 @@ def _frames(piece: Piece, separator: Separator):
     if piece.video is None or piece.boxes is None:
         raise CusepError(f"a visual model needs the piece's Vid_*.mp4 and a boxes.json (one box "
                          f"per player, AuSep order) in {piece.folder}; piece skipped")
-    from .video import load_boxes, video_info
-    from .visual import frame_provider
+    from .video import frame_provider, load_boxes, video_info
 
     info = video_info(piece.video)
     return frame_provider(piece.video, load_boxes(piece.boxes, info.width, info.height), visual)
@@ -543,13 +544,11 @@ def read_cache(path: Path, key: str) -> list[Record] | None:
 
 def write_json(path: Path, data: Any) -> None:
     """Write JSON atomically (temp file in the same folder, then rename); NaN -> null."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    text = json.dumps(data, indent=1, allow_nan=False)
     try:
-        tmp.write_text(json.dumps(data, indent=1, allow_nan=False), encoding="utf-8")
-        os.replace(tmp, path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_text(path, text)
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
         raise CusepError(f"cannot write {path} ({exc.strerror or exc}); "
                          "choose a writable --out") from None
 
@@ -558,12 +557,11 @@ def run_settings(model: ModelDir, data: Path, dataset: str, config: EvalConfig, 
                  split: str | None) -> dict[str, Any]:
     """Every setting of a run (saved in results.json); ``key`` covers those that change
     results."""
-    from . import __version__
+    from .version import __version__
 
     spec = model.model_config.spectral
     dev = resolve_device(device)
-    precision = {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[
-        autocast_dtype(dev, config.precision)]
+    precision = precision_name(autocast_dtype(dev, config.precision))
     paper = config.protocol == "paper"
     segment_s = spec.segment / spec.sample_rate
     if paper:
@@ -683,9 +681,11 @@ def _run_piece(piece: Piece, separator: Separator, config: EvalConfig, method: s
 _WORKER: dict[str, Any] = {}  # per worker process: the Separator, loaded once
 
 
-def _init_worker(model: str, device: str, config: SeparatorConfig, threads: int) -> None:
+def _init_worker(model: ModelDir, device: str, config: SeparatorConfig, threads: int) -> None:
     torch.set_num_threads(threads)
     _WORKER["separator"] = Separator(model, device=device, config=config)
+    if _WORKER["separator"].device.type == "cpu":  # a worker process: its entry point
+        tune_cpu_allocator()
 
 
 def _worker_piece(piece: Piece, config: EvalConfig, method: str, key: str, cache: Path,
@@ -693,7 +693,7 @@ def _worker_piece(piece: Piece, config: EvalConfig, method: str, key: str, cache
     return _run_piece(piece, _WORKER["separator"], config, method, key, cache, stems_dir)
 
 
-def evaluate(pieces: Sequence[Piece], model: str | Path | None, out: str | Path,
+def evaluate(pieces: Sequence[Piece], model: str | Path | ModelDir | None, out: str | Path,
              config: EvalConfig, *, data: str | Path = "", dataset: str = "urmp",
              split: str | None = None, device: str = "auto", jobs: int = 1,
              progress: Progress | None = None) -> EvalResult:
@@ -706,7 +706,7 @@ def evaluate(pieces: Sequence[Piece], model: str | Path | None, out: str | Path,
     if jobs < 1:
         raise CusepError("--jobs must be at least 1")
     begin = time.perf_counter()
-    mdir = resolve_model(model)
+    mdir = resolve_model(model)  # the weights are hashed here, once (a ModelDir: not again)
     settings = run_settings(mdir, Path(data), dataset, config, device, split)
     method = settings["model"]["name"]
     if method in REFERENCE_METHODS:
@@ -745,7 +745,7 @@ def evaluate(pieces: Sequence[Piece], model: str | Path | None, out: str | Path,
     if todo:
         sep_config = config.separator_config()
         if jobs == 1 or len(todo) == 1:
-            separator = Separator(mdir.path, device=device, config=sep_config)
+            separator = Separator(mdir, device=device, config=sep_config)
             for piece, key in todo:
                 done(_run_piece(piece, separator, config, method, key, cache, stems_dir))
         else:
@@ -753,7 +753,7 @@ def evaluate(pieces: Sequence[Piece], model: str | Path | None, out: str | Path,
             threads = max(1, (os.cpu_count() or 1) // workers)
             with ProcessPoolExecutor(workers, mp_context=get_context("spawn"),
                                      initializer=_init_worker,
-                                     initargs=(str(mdir.path), device, sep_config, threads)
+                                     initargs=(mdir, device, sep_config, threads)
                                      ) as pool:
                 futures = [pool.submit(_worker_piece, piece, config, method, key, cache,
                                        stems_dir) for piece, key in todo]

@@ -11,10 +11,11 @@ import json
 import warnings
 from pathlib import Path
 
-from . import __version__
-from .checkpoint import build_network, default_card, kind_of, save_model_dir
+from .checkpoint import default_card, kind_of, save_model_dir
 from .errors import CusepError
-from .train import load_checkpoint, load_weights, read_run_config
+from .model import build_network
+from .train import load_resume_state, load_weights, read_run_config
+from .version import __version__
 
 
 def read_metrics_log(run_dir: Path) -> list[dict]:
@@ -61,7 +62,7 @@ def export_run(run_dir: Path, model_dir: Path, weights: str = "best",
         path = run_dir / "checkpoint.pt"
         if not path.exists():
             raise CusepError(f"'{run_dir}' has no checkpoint.pt")
-        state = load_checkpoint(path)["model"]
+        state = load_resume_state(path)["model"]
     else:
         raise CusepError(f"--weights must be best or last, not '{weights}'")
     try:

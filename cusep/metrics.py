@@ -1,4 +1,5 @@
-"""The one set of separation metrics: SI-SDR, SD-SDR, PES and BSS-eval (v3 sources, v4 framewise).
+"""The one set of metrics: separation (SI-SDR, SD-SDR, PES, BSS-eval: v3 sources, v4 framewise)
+and instrument detection (AP, F1, the threshold maximising macro-F1).
 
 Conventions follow the paper's test protocol: per segment and per source, no mean removal.
 ``si_sdr``, ``sd_sdr``, ``pes`` and ``is_silent`` take numpy arrays or torch tensors (torch in,
@@ -16,15 +17,19 @@ filter coefficients, evaluated from the correlations without building any signal
 from __future__ import annotations
 
 import itertools
+import math
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import scipy.fft
 import scipy.linalg
 import torch
 from scipy.optimize import linear_sum_assignment
+
+from .instruments import CODES
 
 Array = np.ndarray | torch.Tensor
 BSSVersion = Literal["v3", "v4"]
@@ -516,3 +521,57 @@ def aggregate_frames(result: BSSResult, method: Aggregation = "median") -> BSSRe
     isr = None if result.isr is None else nan_aggregate(result.isr, method)
     return BSSResult(nan_aggregate(result.sdr, method), nan_aggregate(result.sir, method),
                      nan_aggregate(result.sar, method), result.perm, isr)
+
+
+# ---------------------------------------------------------------------------- detection
+
+
+def average_precision(scores: np.ndarray, targets: np.ndarray) -> float:
+    """AP of one class: mean precision at the rank of each positive. NaN without positives."""
+    targets = np.asarray(targets, bool)
+    if not targets.any():
+        return math.nan
+    hits = targets[np.argsort(-np.asarray(scores), kind="stable")]
+    precision = np.cumsum(hits) / np.arange(1, len(hits) + 1)
+    return float(precision[hits].mean())
+
+
+def f1_scores(probs: np.ndarray, targets: np.ndarray, threshold: float) -> np.ndarray:
+    """Per-class F1 (K,) of ``probs > threshold`` against ``targets``, both (N, K); a class
+    with no positive and no detection gets NaN."""
+    pred, true = np.asarray(probs) > threshold, np.asarray(targets, bool)
+    tp = (pred & true).sum(0)
+    denominator = pred.sum(0) + true.sum(0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(denominator > 0, 2 * tp / denominator, np.nan)
+
+
+def best_threshold(probs: np.ndarray, targets: np.ndarray) -> tuple[float, float]:
+    """The threshold in 0.05..0.95 (step 0.01) maximising macro-F1 -> (threshold, macro-F1)."""
+    grid = np.round(np.arange(0.05, 0.951, 0.01), 2)
+    scores = [float(np.nanmean(f1_scores(probs, targets, t))) for t in grid]
+    i = int(np.argmax(scores))
+    return float(grid[i]), scores[i]
+
+
+def detection_metrics(probs: np.ndarray, targets: np.ndarray, threshold: float | None = None,
+                      classes: Sequence[str] = CODES) -> dict[str, Any]:
+    """mAP, macro-F1 and per-class AP / F1 of probabilities (N, K) against 0/1 targets (N, K).
+
+    ``threshold`` None: the one maximising macro-F1 (also returned).
+    """
+    if threshold is None:
+        threshold, _ = best_threshold(probs, targets)
+    ap = np.array([average_precision(probs[:, k], targets[:, k]) for k in range(probs.shape[1])])
+    f1 = f1_scores(probs, targets, threshold)
+    return {
+        "map": float(np.nanmean(ap)),
+        "f1": float(np.nanmean(f1)),
+        "threshold": threshold,
+        "ap": {c: _finite(a) for c, a in zip(classes, ap, strict=True)},
+        "per_class_f1": {c: _finite(x) for c, x in zip(classes, f1, strict=True)},
+    }
+
+
+def _finite(x: float) -> float | None:
+    return float(x) if math.isfinite(x) else None

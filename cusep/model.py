@@ -1,4 +1,6 @@
-"""ConditionedUNet: every variant of the paper from one frozen config.
+"""The networks a model directory can build: ConditionedUNet (separation) and InstrumentDetector.
+
+ConditionedUNet: every variant of the paper from one frozen config.
 
 U-Net (one decoder, K output channels) or MHU-Net (K decoders of one channel); conditioning
 ``none``, ``film-bottleneck``, ``film-encoder``, ``film-final``, ``label-multiply`` or (visual
@@ -10,6 +12,11 @@ A model whose config has ``visual`` set owns a :class:`~cusep.visual.VisualEncod
 is the 1024-d visual vector of the players, computed inside ``forward`` from
 ``visual=(crops or backbone features, present)``; ``final-multiply`` maps that vector to sigmoid
 instrument probabilities (several instruments play at once) that multiply the masks.
+
+InstrumentDetector: a small multi-label CNN over the same front end as the separator
+(:func:`cusep.spectral.features`): conv blocks over the scaled magnitude -> per-frame logits;
+clip logits by attention pooling over time (a per-class softmax over frames weights the frame
+logits). :func:`build_network` builds either from its config.
 """
 
 from __future__ import annotations
@@ -22,7 +29,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .instruments import CODES
+from .instruments import BY_CODE, CODES
 from .serial import dataclass_from_dict
 from .spectral import SpectralConfig
 from .visual import VisualConfig, VisualEncoder
@@ -258,3 +265,97 @@ class ConditionedUNet(nn.Module):
             probs = self.instrument_probabilities(context)
             masks = masks * probs[:, :, None, None].to(masks.dtype)
         return masks
+
+
+# ------------------------------------------------------------------------- the detector
+
+
+def _detector_spectral() -> SpectralConfig:
+    return SpectralConfig(freq_scale="log", log_rows=128)
+
+
+@dataclass(frozen=True)
+class DetectorConfig:
+    """Every hyper-parameter of an instrument detector (saved as ``config.json``)."""
+
+    classes: tuple[str, ...] = CODES
+    channels: tuple[int, ...] = (16, 32, 64, 128)
+    """Conv blocks (3x3 conv, BatchNorm, ReLU, 2x2 max-pool): output channels of each."""
+    hidden: int = 128
+    dropout: float = 0.2
+    threshold: float = 0.5
+    """Probability above which an instrument counts as present (chosen on validation)."""
+    spectral: SpectralConfig = field(default_factory=_detector_spectral)
+
+    def __post_init__(self) -> None:
+        if not self.channels:
+            raise ValueError("channels needs at least one block")
+        unknown = [c for c in self.classes if c not in BY_CODE]
+        if unknown or not self.classes:
+            raise ValueError(f"classes must be instrument codes ({', '.join(CODES)}), "
+                             f"got {list(self.classes)}")
+        if self.spectral.rows % 2 ** len(self.channels):
+            raise ValueError(f"{self.spectral.rows} frequency rows are not a multiple of "
+                             f"2**{len(self.channels)} (one halving per block)")
+        if not 0.0 < self.threshold <= 1.0:
+            raise ValueError(f"threshold must be in (0, 1], got {self.threshold}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> DetectorConfig:
+        return dataclass_from_dict(cls, data, "detector")
+
+
+def attention_pool(frames: torch.Tensor, attention: torch.Tensor) -> torch.Tensor:
+    """Per-class softmax over time of ``attention`` weighting ``frames``: (B, K, T) -> (B, K)."""
+    return (torch.softmax(attention.float(), dim=-1) * frames.float()).sum(-1)
+
+
+class InstrumentDetector(nn.Module):
+    """forward(inp (B, 1, rows, T)) -> (clip logits (B, K), frame logits (B, K, T // 2**n)).
+
+    ``n`` conv blocks halve frequency and time; the remaining frequency rows of every channel
+    feed a temporal conv (so the network keeps where in frequency energy lies: register), then
+    two 1x1 heads give frame logits and attention logits.
+    """
+
+    def __init__(self, config: DetectorConfig) -> None:
+        super().__init__()
+        self.config = config
+        layers: list[nn.Module] = []
+        cin = 1
+        for cout in config.channels:
+            layers += [nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout),
+                       nn.ReLU(inplace=True), nn.MaxPool2d(2)]
+            cin = cout
+        self.blocks = nn.Sequential(*layers)
+        rows = config.spectral.rows // 2 ** len(config.channels)
+        self.temporal = nn.Sequential(
+            nn.Conv1d(cin * rows, config.hidden, 3, padding=1), nn.ReLU(inplace=True),
+            nn.Dropout(config.dropout))
+        k = len(config.classes)
+        self.frame_head = nn.Conv1d(config.hidden, k, 1)
+        self.attention_head = nn.Conv1d(config.hidden, k, 1)
+
+    def frames(self, inp: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """inp (B, 1, rows, T) -> (frame logits, attention logits), each (B, K, T')."""
+        x = self.blocks(inp)
+        x = self.temporal(x.flatten(1, 2))
+        return self.frame_head(x), self.attention_head(x)
+
+    def forward(self, inp: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        frames, attention = self.frames(inp)
+        return attention_pool(frames, attention), frames
+
+
+NetworkConfig = ModelConfig | DetectorConfig
+"""The config of any network a model directory holds."""
+
+
+def build_network(config: NetworkConfig) -> nn.Module:
+    """The network a config describes: ConditionedUNet or InstrumentDetector."""
+    if isinstance(config, ModelConfig):
+        return ConditionedUNet(config)
+    return InstrumentDetector(config)

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 from rich.table import Table
 
+from .atomic import atomic_path
 from .errors import CusepError
 from .evaluate import RECORD_FIELDS, REFERENCE_METHODS, EvalResult, Record, write_json
 from .instruments import BY_CODE, CODES
@@ -69,13 +70,11 @@ def write_results(out: str | Path, result: EvalResult) -> tuple[Path, Path]:
                    "skipped": [{"piece": p, "reason": r} for p, r in result.skipped]},
         "records": result.records,
     })
-    tmp = csv_path.with_name(f".{csv_path.name}.tmp")
-    with open(tmp, "w", newline="", encoding="utf-8") as f:
+    with atomic_path(csv_path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
         writer = csv.DictWriter(f, fieldnames=RECORD_FIELDS, extrasaction="ignore")
         writer.writeheader()
         writer.writerows({k: ("" if v is None else v) for k, v in r.items()}
                          for r in result.records)
-    tmp.replace(csv_path)
     return json_path, csv_path
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .atomic import atomic_path
 from .errors import CusepError
 from .instruments import BY_CODE, CODES, InstrumentError, parse_instrument
 
@@ -317,9 +318,6 @@ def onset_error(aligned: Score, reference: Score) -> float:
 def write_midi(score: Score, path: str | Path) -> None:
     """Write ``score`` as a type-1 MIDI file (one track per part, its instrument's program,
     tempo 120 so that ticks are exact milliseconds), atomically."""
-    import os
-    import uuid
-
     import mido
 
     path = Path(path)
@@ -343,12 +341,9 @@ def write_midi(score: Score, path: str | Path) -> None:
             now = max(tick, now)
         mid.tracks.append(track)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".{path.name}.{uuid.uuid4().hex[:8]}.tmp"
     try:
-        mid.save(str(tmp))
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:
+            mid.save(str(tmp))
     except OSError as e:
         raise CusepError(f"{path}: cannot write ({e.strerror or e}); choose a writable "
                          "output path") from e
-    finally:
-        tmp.unlink(missing_ok=True)

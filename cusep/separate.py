@@ -10,13 +10,10 @@ block, so memory stays bounded whatever the length.
 
 from __future__ import annotations
 
-import ctypes
 import math
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 import torch
@@ -24,17 +21,25 @@ import torch
 from . import wiener
 from .audio import StreamResampler, to_mono
 from .checkpoint import ModelDir, load_model
+from .detect import Detector
 from .errors import CusepError
 from .guide import Prior, ScoreGuide
 from .instruments import BY_CODE, label_vector, parse_instruments
 from .model import ConditionedUNet
+from .runtime import (
+    Precision,
+    autocast_dtype,
+    check_length,
+    check_rate,
+    check_signal,
+    precision_name,
+    resolve_device,
+)
 from .score import Score
 from .spectral import from_grid, interp_axis, istft, scale_magnitude, stft, to_grid
-from .visual import FrameProvider
+from .video import FrameProvider
 
-Precision = Literal["auto", "fp32", "bf16", "fp16"]
 CHANNEL_GROUP = 8  # channels filtered jointly; more are filtered in groups (bounded memory)
-MIN_RATE, MAX_RATE = 1000, 768000  # the input sample rates cusep takes
 MAX_WIENER_ITERATIONS = 20  # each costs a full EM pass; more than a few never helped
 Progress = Callable[[int, int], None]
 Guide = Callable[[np.ndarray], np.ndarray]  # window starts (B,) -> gains (B, K, F or 1, T)
@@ -67,69 +72,6 @@ class SeparatorConfig:
             raise CusepError("--batch-size must be at least 1")
         if not 0.0 <= self.mix_floor <= 1.0:
             raise CusepError("--mix-floor must be in [0, 1]")
-
-
-def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """'auto' -> first CUDA device if any, else CPU; validates 'cuda[:i]'."""
-    if isinstance(device, torch.device):
-        return device
-    name = device.strip().lower()
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(name)
-    except RuntimeError:
-        raise CusepError(f"unknown device '{device}'; use auto, cpu, cuda or cuda:N") from None
-    if dev.type == "cuda":
-        if not torch.cuda.is_available():
-            raise CusepError(
-                f"device '{device}' asked for but CUDA is not available; use --device cpu"
-            )
-        if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise CusepError(
-                f"device '{device}' does not exist; "
-                f"{torch.cuda.device_count()} CUDA device(s) found"
-            )
-    elif dev.type != "cpu":
-        raise CusepError(f"unsupported device '{device}'; use auto, cpu, cuda or cuda:N")
-    return dev
-
-
-@lru_cache(maxsize=1)
-def cpu_supports_bf16() -> bool:
-    """True on CPUs with native bfloat16 matrix instructions (AVX512-BF16 or AMX)."""
-    cpu = getattr(torch._C, "_cpu", None)
-    checks = ("_is_amx_tile_supported", "_is_avx512_bf16_supported")
-    if any(bool(getattr(cpu, name, lambda: False)()) for name in checks):
-        return True
-    try:
-        flags = Path("/proc/cpuinfo").read_text().split()
-    except OSError:
-        return False
-    return "amx_bf16" in flags or "avx512_bf16" in flags
-
-
-def tune_cpu_allocator() -> None:
-    """Keep glibc malloc from returning large buffers to the OS after every pass (ENV.md)."""
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        libc.mallopt(-4, 0)  # M_MMAP_MAX
-        libc.mallopt(-1, 2**31 - 1)  # M_TRIM_THRESHOLD
-    except (OSError, AttributeError):
-        pass
-
-
-def autocast_dtype(device: torch.device, precision: Precision) -> torch.dtype | None:
-    """The autocast dtype for the network, or None for plain float32."""
-    if precision == "fp32":
-        return None
-    if precision == "bf16":
-        return torch.bfloat16
-    if precision == "fp16":
-        return torch.float16
-    if device.type == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return torch.bfloat16 if cpu_supports_bf16() else None
 
 
 def mask_positions(model_rate: int, n_fft: int, hop: int, in_rate: int, in_fft: int,
@@ -237,7 +179,7 @@ class Separator:
     >>> stems = sep.separate(audio, 44100, ["vn", "vc"])  # audio (channels, samples)
     """
 
-    def __init__(self, model: str | Path | ConditionedUNet | None = None,
+    def __init__(self, model: str | Path | ModelDir | ConditionedUNet | None = None,
                  device: str | torch.device = "auto",
                  config: SeparatorConfig | None = None) -> None:
         self.device = resolve_device(device)
@@ -249,7 +191,6 @@ class Separator:
             self.model, self.model_dir = load_model(model, device=self.device)
         self.dtype = autocast_dtype(self.device, self.config.precision)
         if self.device.type == "cpu":  # oneDNN convolutions are faster channels_last, fp32 too
-            tune_cpu_allocator()
             self.model = self.model.to(memory_format=torch.channels_last)
 
     @property
@@ -263,7 +204,7 @@ class Separator:
 
     @property
     def precision(self) -> str:
-        return {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[self.dtype]
+        return precision_name(self.dtype)
 
     def check_instruments(self, instruments: str | Sequence[str]) -> tuple[str, ...]:
         """Parse and check the requested instruments against the model's classes."""
@@ -296,7 +237,7 @@ class Separator:
         """audio (channels, samples) or (samples,) -> {code: stem with the input's shape}.
 
         ``visual``: for a visual model, the crops of the players for each window
-        (:func:`cusep.visual.frame_provider`); label models take the instruments' labels.
+        (:func:`cusep.video.frame_provider`); label models take the instruments' labels.
         ``rest``: the instruments are only some of those that play; a further stem ``rest``
         holds everything else (the stems still sum to the input). ``guide``: see
         :meth:`iter_blocks`.
@@ -337,7 +278,7 @@ class Separator:
         spec = self.model.config.spectral
         check_rate(sample_rate)
         if isinstance(audio, (np.ndarray, torch.Tensor)):
-            audio = _check_signal(audio, sample_rate, spec.n_fft, spec.sample_rate)
+            audio = check_signal(audio, sample_rate, spec.n_fft, spec.sample_rate)
             total = audio.shape[-1]
             audio = (audio,)
         signal = _Signal(audio, sample_rate, spec.sample_rate)
@@ -365,7 +306,7 @@ class Separator:
         while window_exists(k):
             if k == 0:
                 if signal.ended:
-                    _check_length(signal.length, sample_rate, spec.n_fft, rate)
+                    check_length(signal.length, sample_rate, spec.n_fft, rate)
                 acc = np.zeros((len(codes) + rest, signal.channels, 0), np.float32)
             batch = []
             while len(batch) < self.config.batch_size and (not batch or window_exists(k)):
@@ -572,43 +513,6 @@ class _Signal:
                 setattr(self, attr, first + drop)
 
 
-def check_rate(sample_rate: int) -> None:
-    """CusepError for a sample rate outside the ones cusep takes."""
-    if not MIN_RATE <= sample_rate <= MAX_RATE:
-        raise CusepError(f"sample rate {sample_rate} Hz is outside {MIN_RATE}..{MAX_RATE} Hz; "
-                         "resample the recording (or fix its header)")
-
-
-def _check_length(length: int, sample_rate: int, n_fft: int, model_rate: int) -> None:
-    """CusepError for a signal of ``length`` samples shorter than one STFT frame."""
-    if length == 0:
-        raise CusepError("the audio is empty (zero samples); give a recording with sound")
-    min_len = int(math.ceil(n_fft * sample_rate / model_rate))
-    if length < min_len:
-        raise CusepError(
-            f"the audio is too short ({length} samples at {sample_rate} Hz); "
-            f"cusep needs at least {min_len} samples "
-            f"(one STFT frame, {n_fft / model_rate * 1000:.0f} ms)"
-        )
-
-
-def _check_signal(audio: np.ndarray, sample_rate: int, n_fft: int, model_rate: int) -> np.ndarray:
-    """Validate and normalise the input to float32 (channels, samples)."""
-    a = np.asarray(audio, dtype=np.float32)
-    if a.ndim == 1:
-        a = a[None]
-    if a.ndim != 2:
-        raise CusepError(f"audio must be (channels, samples) or (samples,), got shape {a.shape}")
-    check_rate(sample_rate)
-    if 0 < a.shape[1] < a.shape[0] and a.shape[1] <= 8:
-        raise CusepError(f"audio of shape {a.shape} looks like (samples, channels); cusep takes "
-                         "(channels, samples): pass audio.T")
-    _check_length(a.shape[-1], sample_rate, n_fft, model_rate)
-    if not np.isfinite(a).all():
-        raise CusepError("the audio contains NaN or infinite samples; repair or re-export it")
-    return a
-
-
 def is_auto(instruments: str | Sequence[str]) -> bool:
     """True when ``instruments`` asks for detection ("auto", any case)."""
     return isinstance(instruments, str) and instruments.strip().lower() == "auto"
@@ -629,8 +533,6 @@ def separate(audio: np.ndarray | torch.Tensor, sample_rate: int,
               else SeparatorConfig(wiener_iterations=wiener_iterations))
     sep = Separator(model, device=device, config=config)
     if is_auto(instruments):
-        from .detect import Detector  # detect imports this module
-
         result = Detector(detector, device=sep.device).detect(audio, sample_rate)
         if not result.detected:
             raise CusepError(f"{result.nothing_detected('the audio')}; name the instruments "

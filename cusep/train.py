@@ -2,15 +2,18 @@
 
 The whole data path runs on the training device: stems held in memory (StemBank), mixtures drawn
 by MixtureSampler, STFT and targets computed on the device, so no data-loader workers are needed.
-A run folder holds ``config.json``, ``metrics.jsonl``, ``checkpoint.pt`` (everything to resume
-exactly) and ``best.safetensors`` (the weights with the best validation SI-SDR).
+A run folder holds ``config.json``, ``metrics.jsonl``, ``checkpoint.pt`` (the *resume state*:
+everything to resume exactly) and ``best.safetensors`` (the weights with the best validation
+SI-SDR). In code "checkpoint" is never the resume state: :mod:`cusep.checkpoint` is about model
+directories; here it is ``resume state`` (:meth:`Trainer.save_resume_state`,
+:func:`load_resume_state`); the file keeps its name.
 
 A visually conditioned model (``model.visual`` set) trains on the same mixtures with each source's
 player crops (Solos frames or URMP videos + boxes.json, cached at load time by ``data/frames.py``);
 its backbone starts from ``model.visual.weights`` (ImageNet from the torchvision cache).
 
 A run whose ``task`` is ``detect`` trains an InstrumentDetector with the same data, mixtures, loop
-and checkpoints: BCE of its clip logits against the audible sources of each mixture; validation
+and resume state: BCE of its clip logits against the audible sources of each mixture; validation
 reports loss, mAP and macro-F1 (at the threshold that maximises it) and keeps the best mAP.
 """
 
@@ -31,16 +34,15 @@ import torch.distributed as dist
 from safetensors.torch import load_file, save_file
 from torch.nn import functional as F
 
-from .checkpoint import build_network, resolve_model
+from .atomic import atomic_path, write_text
+from .checkpoint import resolve_model
 from .config import TrainConfig, config_from_dict
+from .data.banks import load_banks
 from .data.mixing import Batch, MixingConfig, MixtureSampler, StemBank, make_generator
-from .data.solos import scan_solos, split_solos
-from .data.urmp import scan_urmp
-from .detect import audible, detection_loss, detection_metrics
 from .errors import CusepError
-from .metrics import si_sdr
-from .model import VisualInput
-from .separate import autocast_dtype, tune_cpu_allocator
+from .metrics import detection_metrics, si_sdr
+from .model import VisualInput, build_network
+from .runtime import autocast_dtype, resolve_device, tune_cpu_allocator
 from .spectral import (
     MAG_FLOOR,
     SpectralConfig,
@@ -121,6 +123,20 @@ def estimate_sources(masks: torch.Tensor, mix_spec: torch.Tensor, spec: Spectral
     return istft(lin * mix_spec.unsqueeze(1), length, spec.n_fft, spec.hop)
 
 
+def detection_loss(model: torch.nn.Module, inp: torch.Tensor, targets: torch.Tensor
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
+    """BCE of the clip logits against targets (B, K) -> (loss, clip logits (B, K))."""
+    clip, _ = model(inp)
+    return F.binary_cross_entropy_with_logits(clip.float(), targets.float()), clip
+
+
+def audible(present: torch.Tensor, sources: torch.Tensor, floor_db: float = -60.0
+            ) -> torch.Tensor:
+    """Detection targets: present (B, K) and not silent in the segment (sources (B, K, L))."""
+    power = sources.float().pow(2).mean(-1)
+    return present * (power > 10.0 ** (floor_db / 10.0)).to(present.dtype)
+
+
 class Trainer:
     """Trains a ConditionedUNet (or an InstrumentDetector: ``task = "detect"``) as a TrainConfig
     says, writing a resumable run folder."""
@@ -145,10 +161,6 @@ class Trainer:
             self.model.visual.load_pretrained()  # ImageNet (or a given file) unless weights=none
         self.model = self.model.to(device)
         self.amp = autocast_dtype(device, "auto")
-        if device.type == "cpu":
-            tune_cpu_allocator()
-        if device.type == "cuda":
-            torch.backends.cudnn.benchmark = True
         self.channels_last = self.amp is not None or device.type == "cpu"
         if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
@@ -194,8 +206,9 @@ class Trainer:
 
             def encode(track):  # a frozen backbone runs once per crop, at load time
                 return encode_track(track, self.model.visual, self.device)
-        train_bank, valid_bank = load_banks(cfg, self.log if self.main else (lambda s: None),
-                                            encode)
+        train_bank, valid_bank = load_banks(cfg.data, cfg.spectral.sample_rate,
+                                            self.log if self.main else (lambda s: None),
+                                            visual=self.visual_config, encode=encode)
         classes, visual = cfg.classes, self.visual_config
         train = MixtureSampler(train_bank.to(self.device), cfg.mixing, classes, visual)
         valid = MixtureSampler(valid_bank.to(self.device), validation_mixing(cfg, valid_bank),
@@ -255,20 +268,19 @@ class Trainer:
         if self.device.type == "cuda" and state["cuda_rng"].numel():
             torch.cuda.set_rng_state(state["cuda_rng"].cpu(), self.device)
 
-    def save_checkpoint(self) -> None:
+    def save_resume_state(self) -> None:
+        """Write ``checkpoint.pt`` (the resume state), atomically; rank 0 only."""
         if not self.main:
             return
-        path = self.run_dir / "checkpoint.pt"
-        tmp = path.with_suffix(".tmp")
-        torch.save(self.state(), tmp)
-        os.replace(tmp, path)
+        with atomic_path(self.run_dir / "checkpoint.pt") as tmp:
+            torch.save(self.state(), tmp)
 
     def resume(self) -> bool:
-        """Load the run folder's checkpoint if any (every rank). True if resumed."""
+        """Load the run folder's resume state if any (every rank). True if resumed."""
         path = self.run_dir / "checkpoint.pt"
         if not path.exists():
             return False
-        self.load_state(load_checkpoint(path, self.device))
+        self.load_state(load_resume_state(path, self.device))
         if self.world > 1:  # each rank continues its own stream, decorrelated from the others
             self.generator.manual_seed(self.config.optim.seed + 7919 * self.rank + self.step)
         return True
@@ -424,7 +436,7 @@ class Trainer:
                 if not progress and self.main:
                     self.log(json.dumps(record))
             if self.step % opt.checkpoint_every == 0 or last or stop.set:
-                self.save_checkpoint()
+                self.save_resume_state()
             if stop.set:
                 bar.close()
                 raise Interrupted(self.step)
@@ -477,128 +489,10 @@ def validation_mixing(cfg: TrainConfig, bank: StemBank) -> MixingConfig:
                                ensemble_subset=False, unlabelled=0.0)
 
 
-def load_banks(cfg: TrainConfig, log: Log, encode: Callable | None = None
-               ) -> tuple[StemBank, StemBank]:
-    """Training and validation audio as in ``cfg.data`` (validation split off if not given);
-    for a visual model also the player crops, each source's passed through ``encode`` (e.g. to
-    backbone features) when given."""
-    data, rate = cfg.data, cfg.spectral.sample_rate
-    if not data.train:
-        raise CusepError("no training data given; pass --data DIR (URMP layout, e.g. made by "
-                         "'cusep synth') or set data.train in the preset")
-    visual = cfg.model.visual if cfg.task == "separate" else None
-    if visual is not None:
-        train, valid = _load_visual_banks(cfg, visual, log, encode or (lambda track: track))
-    elif data.layout == "solos":
-        files: dict[str, list[Path]] = {}
-        for root in data.train:
-            for code, paths in scan_solos(root).items():
-                files.setdefault(code, []).extend(paths)
-        if data.valid:
-            valid_files: dict[str, list[Path]] = {}
-            for root in data.valid:
-                for code, paths in scan_solos(root).items():
-                    valid_files.setdefault(code, []).extend(paths)
-        else:
-            files, valid_files = split_solos(files, data.valid_fraction)
-        train, valid = StemBank.from_solos(files, rate), StemBank.from_solos(valid_files, rate)
-    else:
-        pieces = [p for root in data.train for p in scan_urmp(root)]
-        if data.valid:
-            valid_pieces = [p for root in data.valid for p in scan_urmp(root)]
-        else:
-            cut = max(1, int(round(len(pieces) * (1 - data.valid_fraction))))
-            pieces, valid_pieces = pieces[:cut], pieces[cut:] or pieces[-1:]
-        train, valid = StemBank.from_urmp(pieces, rate), StemBank.from_urmp(valid_pieces, rate)
-    _check_banks(train, valid, log)
-    return train, valid
-
-
-def _check_banks(train: StemBank, valid: StemBank, log: Log) -> None:
-    for name, bank in (("train", train), ("valid", valid)):
-        if len(bank) == 0:
-            raise CusepError(f"the {name} data holds no readable audio; check --data")
-        for path, reason in bank.skipped:
-            log(f"skipped unreadable {path}: {reason}")
-        minutes = bank.minutes_per_instrument()
-        log(f"{name}: {len(bank)} items, {sum(minutes.values()):.1f} source-minutes, "
-            + ", ".join(f"{c} {m:.1f}" for c, m in minutes.items()))
-
-
-def _load_visual_banks(cfg: TrainConfig, visual, log: Log,
-                       encode: Callable) -> tuple[StemBank, StemBank]:
-    """Audio plus cached player crops: Solos recordings that have a frames folder, URMP pieces
-    that have a video and boxes.json (the others are skipped with one message)."""
-    from .data.frames import (
-        piece_has_video,
-        read_piece_frames,
-        read_solos_frames,
-        solos_frame_files,
-    )
-
-    data, rate = cfg.data, cfg.spectral.sample_rate
-    step, size = data.frame_step, visual.crop_size
-    if data.layout == "solos":
-        def with_frames(roots: tuple[str, ...]) -> dict[str, list[Path]]:
-            files: dict[str, list[Path]] = {}
-            dropped = 0
-            for root in roots:
-                for code, paths in scan_solos(root).items():
-                    kept = [p for p in paths if solos_frame_files(p)]
-                    dropped += len(paths) - len(kept)
-                    if kept:
-                        files.setdefault(code, []).extend(kept)
-            if dropped:
-                log(f"skipped {dropped} Solos recording(s) without frames "
-                    "(<root>/frames/<Instrument>/<id>/NNNN.jpg)")
-            if not files:
-                raise CusepError(f"no Solos recording in {', '.join(roots)} has frames; a visual "
-                                 "preset needs <root>/frames/<Instrument>/<id>/NNNN.jpg")
-            return files
-
-        files = with_frames(data.train)
-        if data.valid:
-            valid_files = with_frames(data.valid)
-        else:
-            files, valid_files = split_solos(files, data.valid_fraction)
-
-        def solo(path: Path, seconds: float):
-            return encode(read_solos_frames(path, seconds, step, size))
-
-        banks = [StemBank.from_solos(f, rate, frames=solo) for f in (files, valid_files)]
-    else:
-        def with_video(roots: tuple[str, ...]) -> list:
-            pieces = [p for root in roots for p in scan_urmp(root)]
-            kept = [p for p in pieces if piece_has_video(p)]
-            if len(kept) < len(pieces):
-                names = [p.name for p in pieces if not piece_has_video(p)]
-                more = f", ... ({len(names) - 3} more)" if len(names) > 3 else ""
-                log(f"skipped {len(names)} piece(s) without Vid_*.mp4 and boxes.json: "
-                    f"{', '.join(names[:3])}{more}")
-            if not kept:
-                raise CusepError(f"no piece in {', '.join(roots)} has a video and boxes.json; "
-                                 "a visual preset needs Vid_<piece>.mp4 + boxes.json per piece")
-            return kept
-
-        pieces = with_video(data.train)
-        if data.valid:
-            valid_pieces = with_video(data.valid)
-        else:
-            cut = max(1, int(round(len(pieces) * (1 - data.valid_fraction))))
-            pieces, valid_pieces = pieces[:cut], pieces[cut:] or pieces[-1:]
-
-        def piece(p, seconds: float):
-            return {c: encode(t) for c, t in read_piece_frames(p, seconds, step, size).items()}
-
-        banks = [StemBank.from_urmp(p, rate, frames=piece) for p in (pieces, valid_pieces)]
-    _check_banks(*banks, log)
-    return banks[0], banks[1]
-
-
 def save_weights(path: Path, model: torch.nn.Module) -> None:
-    tmp = path.with_suffix(".tmp")
-    save_file({k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}, str(tmp))
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        save_file({k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()},
+                  str(tmp))
 
 
 def load_weights(path: Path) -> dict[str, torch.Tensor]:
@@ -610,9 +504,9 @@ def load_weights(path: Path) -> dict[str, torch.Tensor]:
                          "(--weights last) or train again") from None
 
 
-def load_checkpoint(path: Path, device: str | torch.device = "cpu") -> dict:
-    """A run's checkpoint.pt (tensors only: nothing is unpickled); CusepError when it is
-    truncated or corrupt."""
+def load_resume_state(path: Path, device: str | torch.device = "cpu") -> dict:
+    """A run's resume state, checkpoint.pt (tensors only: nothing is unpickled); CusepError
+    when it is truncated or corrupt."""
     try:
         state = torch.load(path, map_location=device, weights_only=True)
     except Exception as exc:  # zip, pickle and I/O errors of a cut or damaged file
@@ -624,9 +518,7 @@ def load_checkpoint(path: Path, device: str | torch.device = "cpu") -> dict:
 
 
 def save_json(path: Path, data: dict) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=str) + "\n")
-    os.replace(tmp, path)
+    write_text(path, json.dumps(data, indent=2, default=str) + "\n")
 
 
 def read_run_config(run_dir: Path) -> tuple[TrainConfig, dict]:
@@ -645,10 +537,17 @@ def read_run_config(run_dir: Path) -> tuple[TrainConfig, dict]:
     return config_from_dict(raw), extra
 
 
+def tune_process(device: torch.device) -> None:
+    """The process-wide settings a training run wants, made by its entry point (``cusep
+    train``), never by the Trainer: glibc's allocator tuned on CPU, cudnn's autotuner on CUDA."""
+    if device.type == "cpu":
+        tune_cpu_allocator()
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+
+
 def setup_distributed(device: str) -> torch.device:
     """Initialise torch.distributed when launched by torchrun; return this rank's device."""
-    from .separate import resolve_device
-
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
         return resolve_device(device)

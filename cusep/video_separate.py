@@ -171,7 +171,7 @@ def plan_instruments(video: VideoInput, sep: Separator,
 def name_players(video: VideoInput, sep: Separator, views: int = 8) -> dict[int, str]:
     """Player (0-based) -> the instrument a final-multiply visual model finds most probable in
     the player's crops (mean over ``views`` windows spread over the video)."""
-    from .visual import frame_provider
+    from .video import frame_provider
 
     config = sep.model.config.visual
     span = max(video.info.duration - config.frame_offsets()[-1], 0.0)
@@ -236,7 +236,7 @@ def separate_stems(sep: Separator, video: VideoInput, codes: tuple[str, ...],
                    progress: Progress | None = None) -> np.ndarray:
     """Separate the video's audio -> (K, channels, samples) in ``codes`` order."""
     if _is_visual(sep):
-        from .visual import frame_provider
+        from .video import frame_provider
 
         provider = frame_provider(video.path, video.players, sep.model.config.visual)
         blocks = sep.iter_blocks(video.audio, video.rate, codes, progress, visual=provider)

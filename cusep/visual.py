@@ -17,23 +17,15 @@ cache, ``$TORCH_HOME/hub/checkpoints``, or ``visual.weights=/path/file.pth``).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
-import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
 
 from .errors import CusepError
-
-if TYPE_CHECKING:
-    from .video import Player
-
-FrameProvider = Callable[[np.ndarray], tuple[torch.Tensor, torch.Tensor]]
-"""Window start times in seconds (B,) -> (crops (B, P, F, 3, S, S) normalised, present (B, P))."""
 
 BACKBONES: dict[str, tuple[int, str]] = {
     # name: (feature size, torchvision's ImageNet checkpoint file name)
@@ -84,26 +76,6 @@ class VisualConfig:
     def frame_offsets(self) -> tuple[float, ...]:
         """Seconds after a segment's start of the frames the model sees."""
         return tuple(i * self.frame_stride / self.fps for i in range(self.frames))
-
-
-def frame_provider(video: str | Path, players: Sequence[Player],
-                   config: VisualConfig) -> FrameProvider:
-    """The crops a visual model sees for windows starting at given times, read from ``video``.
-
-    A player counts as present in a window when any of its frame times lies in its span.
-    """
-    from .video import crop_players, read_frames
-
-    offsets = np.asarray(config.frame_offsets())
-
-    def provide(starts: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-        times = np.asarray(starts, dtype=np.float64)[:, None] + offsets[None]  # (B, F)
-        crops = crop_players(read_frames(video, times.reshape(-1)), players, config.crop_size)
-        crops = crops.reshape(*times.shape, *crops.shape[1:]).transpose(1, 2)
-        present = np.stack([p.active(times).any(axis=1) for p in players], axis=1)
-        return crops, torch.from_numpy(present)
-
-    return provide
 
 
 def imagenet_checkpoint(backbone: str) -> Path:

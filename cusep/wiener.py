@@ -1,12 +1,13 @@
 """Multichannel EM Wiener filter: a batched torch port of ``norbert`` 0.2.1, for any device.
 
-Shapes follow norbert with any number of leading batch dims ``...`` (independent signals):
-``F`` frames, ``B`` frequency bins, ``C`` channels, ``J`` sources.
+Shapes use cusep's letters (README, "Code layout"), with any number of leading batch dims
+``...`` (independent signals): ``T`` frames, ``F`` frequency bins, ``C`` channels, ``K``
+sources (norbert's F, B and J); the dims are in norbert's order.
 
-- ``v``: real (..., F, B, {1, C}, J) magnitude estimates of the sources;
-- ``x``: complex (..., F, B, C) mixture STFT;
-- ``y``: complex (..., F, B, C, J) source STFT estimates;
-- ``R``: complex (..., B, C, C, J) spatial covariance matrices.
+- ``v``: real (..., T, F, {1, C}, K) magnitude estimates of the sources;
+- ``x``: complex (..., T, F, C) mixture STFT;
+- ``y``: complex (..., T, F, C, K) source STFT estimates;
+- ``R``: complex (..., F, C, C, K) spatial covariance matrices.
 
 Everything runs in the dtype of ``x`` (complex64 or complex128; ``v`` is cast to its real dtype)
 and on its device, with norbert's defaults: eps = machine epsilon of that dtype, sqrt(eps) added
@@ -22,9 +23,9 @@ the 2x2 algebra as batched real matrix products per bin; more channels use ``tor
 like norbert, ``batch_frames`` bounding the memory of its filtering step.
 
 Callers that go on working on the estimates (:class:`cusep.separate.Separator`) use the work
-layout directly: :func:`softmask_gain` and :func:`mono_gain` give real gains g (N, J, {1, C}, B,
-F) with y = g x, :func:`em_planar` planar estimates (N, B, J, C, 2, F) and :func:`from_planar`
-turns those into complex (N, J, C, B, F).
+layout directly: :func:`softmask_gain` and :func:`mono_gain` give real gains g (N, K, {1, C}, F,
+T) with y = g x, :func:`em_planar` planar estimates (N, F, K, C, 2, T) and :func:`from_planar`
+turns those into complex (N, K, C, F, T).
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ def _default_eps(x: torch.Tensor, eps: float | None) -> float:
 
 
 def _ratio_mask(v: torch.Tensor, eps: float) -> torch.Tensor:
-    """Soft mask v / (eps + sum_j v). (..., J) -> (..., J)."""
+    """Soft mask v / (eps + sum_j v). (..., K) -> (..., K)."""
     return v / (v.sum(-1, keepdim=True) + eps)
 
 
@@ -60,33 +61,33 @@ def gain_times(gain: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
 
 
 def _times_mix(gain: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """Real gain (..., F, B, {1, C}, J) times complex x (..., F, B, C) -> complex
-    (..., F, B, C, J)."""
+    """Real gain (..., T, F, {1, C}, K) times complex x (..., T, F, C) -> complex
+    (..., T, F, C, K)."""
     return gain_times(gain, x.unsqueeze(-1))
 
 
 def softmask(v: torch.Tensor, x: torch.Tensor, eps: float | None = None) -> torch.Tensor:
     """Ratio-mask separation (norbert ``softmask`` without logit compression).
 
-    v: real (..., F, B, {1, C}, J); x: complex (..., F, B, C) -> complex (..., F, B, C, J).
+    v: real (..., T, F, {1, C}, K); x: complex (..., T, F, C) -> complex (..., T, F, C, K).
     """
     eps = _default_eps(x, eps)
     return _times_mix(_ratio_mask(v.to(x.real.dtype), eps), x)
 
 
 def _covariance(y_j: torch.Tensor) -> torch.Tensor:
-    """Empirical covariance y_j y_j^H per TF bin. complex (..., F, B, C) -> (..., F, B, C, C)."""
+    """Empirical covariance y_j y_j^H per TF bin. complex (..., T, F, C) -> (..., T, F, C, C)."""
     return y_j.unsqueeze(-1) * y_j.conj().unsqueeze(-2)
 
 
 def _local_gaussian_models(y: torch.Tensor, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
     """PSDs and spatial covariances of all sources at once.
 
-    y: complex (..., F, B, C, J) -> v real (..., F, B, J), R complex (..., B, C, C, J).
+    y: complex (..., T, F, C, K) -> v real (..., T, F, K), R complex (..., F, C, C, K).
     """
     yr = torch.view_as_real(y)
     v = yr.square().sum(-1).mean(-2)
-    weight = v.sum(-3) + eps  # (..., B, J)
+    weight = v.sum(-3) + eps  # (..., F, K)
     R = torch.einsum("...fbij,...fbkj->...bikj", y, y.conj())
     R = R / weight.unsqueeze(-2).unsqueeze(-2)
     return v, R
@@ -97,7 +98,7 @@ def get_local_gaussian_model(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Local Gaussian model of one source.
 
-    y_j: complex (..., F, B, C) -> v_j real (..., F, B), R_j complex (..., B, C, C).
+    y_j: complex (..., T, F, C) -> v_j real (..., T, F), R_j complex (..., F, C, C).
     """
     v, R = _local_gaussian_models(y_j.unsqueeze(-1), eps)
     return v[..., 0], R[..., 0]
@@ -106,7 +107,7 @@ def get_local_gaussian_model(
 def get_mix_model(v: torch.Tensor, R: torch.Tensor) -> torch.Tensor:
     """Mixture covariance sum_j v_j R_j.
 
-    v (..., F, B, J); R (..., B, C, C, J) -> (..., F, B, C, C).
+    v (..., T, F, K); R (..., F, C, C, K) -> (..., T, F, C, C).
     """
     return torch.einsum("...fbj,...bikj->...fbik", v.to(R.dtype), R)
 
@@ -131,7 +132,7 @@ def _invert(M: torch.Tensor, eps: float) -> torch.Tensor:
 def wiener_gain(v_j: torch.Tensor, R_j: torch.Tensor, inv_Cxx: torch.Tensor) -> torch.Tensor:
     """Wiener gain v_j R_j inv(Cxx) of one source.
 
-    v_j real (..., F, B); R_j (..., B, C, C); inv_Cxx (..., F, B, C, C) -> (..., F, B, C, C).
+    v_j real (..., T, F); R_j (..., F, C, C); inv_Cxx (..., T, F, C, C) -> (..., T, F, C, C).
     """
     return (R_j.unsqueeze(-4) @ inv_Cxx) * v_j[..., None, None]
 
@@ -139,7 +140,7 @@ def wiener_gain(v_j: torch.Tensor, R_j: torch.Tensor, inv_Cxx: torch.Tensor) -> 
 def apply_filter(x: torch.Tensor, W: torch.Tensor) -> torch.Tensor:
     """Filter the mixture: W x per TF bin.
 
-    x (..., F, B, C); W (..., F, B, C, C) -> (..., F, B, C).
+    x (..., T, F, C); W (..., T, F, C, C) -> (..., T, F, C).
     """
     return (W @ x.unsqueeze(-1)).squeeze(-1)
 
@@ -151,8 +152,8 @@ def _em_mono(
     """One-channel EM on real powers (closed form of norbert's EM for C = 1), in place.
 
     Any layout with the signals first: p (N, ...) powers |y|^2 of the current estimates with
-    the sources on dim ``sources`` and the frames on dim ``frames`` (the work layout (N, J, B,
-    F) by default; the one with the bins last, (N, F, J, B), suits norbert's), overwritten by
+    the sources on dim ``sources`` and the frames on dim ``frames`` (the work layout (N, K, F,
+    T) by default; the one with the bins last, (N, T, K, F), suits norbert's), overwritten by
     the gain; x2 |x|^2, broadcastable to p (1 on the sources dim). Returns the real gain g (the
     storage of p) with y = g x, the v of the last iteration when ``keep_v`` (else None), both
     shaped as p, and its R (real: the 1x1 spatial covariances), shaped as p with 1 frame.
@@ -184,16 +185,16 @@ def _em_multi(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """norbert's EM for C >= 1 channels with full covariances, frames processed in batches.
 
-    y: complex (N, F, B, C, J); x: complex (N, F, B, C) -> y, v (N, F, B, J), R (N, B, C, C, J).
+    y: complex (N, T, F, C, K); x: complex (N, T, F, C) -> y, v (N, T, F, K), R (N, F, C, C, K).
     """
-    N, F, B, C, J = y.shape
-    v = y.new_zeros((N, F, B, J), dtype=x.real.dtype)
-    R = y.new_zeros((N, B, C, C, J))
+    N, T, F, C, K = y.shape
+    v = y.new_zeros((N, T, F, K), dtype=x.real.dtype)
+    R = y.new_zeros((N, F, C, C, K))
     eye = torch.eye(C, dtype=y.dtype, device=y.device) * math.sqrt(eps)
     for _ in range(iterations):
         v, R = _local_gaussian_models(y, eps)
         out = torch.empty_like(y)
-        for t0 in range(0, F, batch_frames):
+        for t0 in range(0, T, batch_frames):
             sl = slice(t0, t0 + batch_frames)
             vb = v[:, sl]
             inv = _invert(get_mix_model(vb, R) + eye, eps)
@@ -205,7 +206,7 @@ def _em_multi(
 
 
 def planar(x: torch.Tensor) -> torch.Tensor:
-    """Mixture complex (N, C, B, F) -> planar real (N, B, C, 2, F) (dim 3: real, imaginary)."""
+    """Mixture complex (N, C, F, T) -> planar real (N, F, C, 2, T) (dim 3: real, imaginary)."""
     return torch.view_as_real(x).permute(0, 2, 1, 4, 3).contiguous()
 
 
@@ -213,12 +214,12 @@ _COMPLEX = {torch.float32: torch.complex64, torch.float64: torch.complex128}
 
 
 def from_planar(Y: torch.Tensor) -> torch.Tensor:
-    """Planar estimates real (N, B, J, C, 2, F) -> complex (N, J, C, B, F) (the iSTFT's layout).
+    """Planar estimates real (N, F, K, C, 2, T) -> complex (N, K, C, F, T) (the iSTFT's layout).
 
     One pass: frames stay the contiguous inner dim on both sides.
     """
-    N, B, J, C, _, F = Y.shape
-    out = torch.empty((N, J, C, B, F), dtype=_COMPLEX[Y.dtype], device=Y.device)
+    N, F, K, C, _, T = Y.shape
+    out = torch.empty((N, K, C, F, T), dtype=_COMPLEX[Y.dtype], device=Y.device)
     o = torch.view_as_real(out)
     o[..., 0].copy_(Y[..., 0, :].permute(0, 2, 3, 1, 4))
     o[..., 1].copy_(Y[..., 1, :].permute(0, 2, 3, 1, 4))
@@ -232,26 +233,26 @@ def _em_stereo(
     """norbert's EM for C = 2 in real arithmetic as batched small matrix products, updating
     ``Y`` in place.
 
-    Planar work layout: Y real (N, B, J, 2, 2, F) estimates, dims (bin, source, channel,
-    re/im, frame), overwritten; X real (N, B, 2, 2, F) mixture. Per bin, the four planes
-    (y0 re, y0 im, y1 re, y1 im) of every source are rows of a (4, F) matrix, so the
+    Planar work layout: Y real (N, F, K, 2, 2, T) estimates, dims (bin, source, channel,
+    re/im, frame), overwritten; X real (N, F, 2, 2, T) mixture. Per bin, the four planes
+    (y0 re, y0 im, y1 re, y1 im) of every source are rows of a (4, T) matrix, so the
     statistics over frames are one Gram product, sum_j v_j R_j one product, and the new
     estimates v_j R_j inv(Cxx) x one product of real 4x4 blocks with the planes of inv(Cxx) x.
     The Hermitian covariances are kept as their real diagonal and the real and imaginary parts
     of one off-diagonal term; no complex tensor is formed. ``scale`` (N, 1, 1, 1): the last
-    iteration's estimates are multiplied by it. Returns v real (N, B, J, F) and (R00, R11, R01
-    real, R01 imag), each (N, B, J), of the last iteration.
+    iteration's estimates are multiplied by it. Returns v real (N, F, K, T) and (R00, R11, R01
+    real, R01 imag), each (N, F, K), of the last iteration.
     """
-    N, B, J, _, _, F = Y.shape
-    v = Y.new_zeros((N, B, J, F))
-    Rs = tuple(Y.new_zeros((N, B, J)) for _ in range(4))
+    N, F, K, _, _, T = Y.shape
+    v = Y.new_zeros((N, F, K, T))
+    Rs = tuple(Y.new_zeros((N, F, K)) for _ in range(4))
     reg = math.sqrt(eps)
-    (x0r, x0i), (x1r, x1i) = X[:, :, 0].unbind(2), X[:, :, 1].unbind(2)  # (N, B, F)
-    rows = Y.view(N * B * J, 4, F)  # y0 re, y0 im, y1 re, y1 im
-    planes = rows.view(N, B, J, 4, F)
+    (x0r, x0i), (x1r, x1i) = X[:, :, 0].unbind(2), X[:, :, 1].unbind(2)  # (N, F, T)
+    rows = Y.view(N * F * K, 4, T)  # y0 re, y0 im, y1 re, y1 im
+    planes = rows.view(N, F, K, 4, T)
     for it in range(iterations):
-        G = torch.bmm(rows, rows.transpose(1, 2)).view(N, B, J, 4, 4)  # sums over frames
-        P0 = G[..., 0, 0] + G[..., 1, 1]  # sum_f |y_0|^2: (N, B, J)
+        G = torch.bmm(rows, rows.transpose(1, 2)).view(N, F, K, 4, 4)  # sums over frames
+        P0 = G[..., 0, 0] + G[..., 1, 1]  # sum_f |y_0|^2: (N, F, K)
         P1 = G[..., 2, 2] + G[..., 3, 3]
         w = (P0 + P1) / 2 + eps  # sum_f v + eps
         Rs = (P0 / w, P1 / w, (G[..., 0, 2] + G[..., 1, 3]) / w,  # y_0 conj(y_1)
@@ -260,13 +261,13 @@ def _em_stereo(
         v = torch.square(planes[:, :, :, 0])
         for k in (1, 2, 3):
             v.addcmul_(planes[:, :, :, k], planes[:, :, :, k])
-        v.mul_(0.5)  # (|y_0|^2 + |y_1|^2) / 2: (N, B, J, F)
+        v.mul_(0.5)  # (|y_0|^2 + |y_1|^2) / 2: (N, F, K, T)
         # Cxx = sum_j v_j R_j + sqrt(eps) I, then z = inv(Cxx) x (shared by all sources)
-        R = torch.stack(Rs, 2).view(N * B, 4, J)
-        c00, c11, c01r, c01i = torch.bmm(R, v.view(N * B, J, F)).view(N, B, 4, F).unbind(2)
+        R = torch.stack(Rs, 2).view(N * F, 4, K)
+        c00, c11, c01r, c01i = torch.bmm(R, v.view(N * F, K, T)).view(N, F, 4, T).unbind(2)
         c00, c11 = c00 + reg, c11 + reg
         inv_det = 1.0 / (c00 * c11 - (c01r.square() + c01i.square()))
-        z = torch.empty_like(X.view(N, B, 4, F))
+        z = torch.empty_like(X.view(N, F, 4, T))
         for k, (c, x, terms) in enumerate((
             (c11, x0r, ((c01r, x1r, -1), (c01i, x1i, 1))),  # c11 x0 - c01 x1
             (c11, x0i, ((c01r, x1i, -1), (c01i, x1r, -1))),
@@ -276,7 +277,7 @@ def _em_stereo(
             zk = torch.mul(c, x, out=z[:, :, k])
             for a, b, sign in terms:
                 zk.addcmul_(a, b, value=sign)
-        z.mul_(inv_det.unsqueeze(2))  # (N, B, 4, F)
+        z.mul_(inv_det.unsqueeze(2))  # (N, F, 4, T)
         del c00, c11, c01r, c01i, inv_det
         # y_j = v_j R_j z: y_0 = r00 z0 + r01 z1, y_1 = conj(r01) z0 + r11 z1, as real 4x4
         zero = torch.zeros_like(R00)
@@ -285,29 +286,29 @@ def _em_stereo(
             torch.stack((zero, R00, R01i, R01r), -1),
             torch.stack((R01r, R01i, R11, zero), -1),
             torch.stack((-R01i, R01r, zero, R11), -1),
-        ), -2)  # (N, B, J, 4, 4)
-        torch.bmm(A.view(N * B, J * 4, 4), z.view(N * B, 4, F), out=Y.view(N * B, J * 4, F))
+        ), -2)  # (N, F, K, 4, 4)
+        torch.bmm(A.view(N * F, K * 4, 4), z.view(N * F, 4, T), out=Y.view(N * F, K * 4, T))
         vs = v if scale is None or it + 1 < iterations else v * scale
         planes.mul_(vs.unsqueeze(3))
     return v, Rs
 
 
 def _stereo_R(Rs: tuple[torch.Tensor, ...], dtype: torch.dtype) -> torch.Tensor:
-    """(R00, R11, R01 real, R01 imag), each (N, B, J) -> complex R (N, B, 2, 2, J)."""
+    """(R00, R11, R01 real, R01 imag), each (N, F, K) -> complex R (N, F, 2, 2, K)."""
     R00, R11, R01r, R01i = Rs
     r01 = torch.complex(R01r, R01i)
     return torch.stack((R00.to(dtype), r01, r01.conj(), R11.to(dtype)), -2).unflatten(-2, (2, 2))
 
 
 def _norbert_to_planar(y: torch.Tensor) -> torch.Tensor:
-    """complex (N, F, B, C, J) -> planar real (N, B, J, C, 2, F)."""
+    """complex (N, T, F, C, K) -> planar real (N, F, K, C, 2, T)."""
     return torch.view_as_real(y).permute(0, 2, 4, 3, 5, 1).contiguous()
 
 
 def _planar_to_norbert(Y: torch.Tensor) -> torch.Tensor:
-    """planar real (N, B, J, C, 2, F) -> complex (N, F, B, C, J)."""
-    N, B, J, C, _, F = Y.shape
-    out = torch.empty((N, F, B, C, J), dtype=_COMPLEX[Y.dtype], device=Y.device)
+    """planar real (N, F, K, C, 2, T) -> complex (N, T, F, C, K)."""
+    N, F, K, C, _, T = Y.shape
+    out = torch.empty((N, T, F, C, K), dtype=_COMPLEX[Y.dtype], device=Y.device)
     o = torch.view_as_real(out)
     o[..., 0].copy_(Y[..., 0, :].permute(0, 4, 1, 3, 2))
     o[..., 1].copy_(Y[..., 1, :].permute(0, 4, 1, 3, 2))
@@ -319,7 +320,7 @@ def _em_full(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Full-covariance EM in norbert's layout: elementwise 2x2 for stereo, torch.linalg else.
 
-    y: complex (N, F, B, C, J); x: complex (N, F, B, C) -> y, v (N, F, B, J), R (N, B, C, C, J).
+    y: complex (N, T, F, C, K); x: complex (N, T, F, C) -> y, v (N, T, F, K), R (N, F, C, C, K).
     """
     if x.shape[-1] != 2:
         return _em_multi(y, x, iterations, eps, batch_frames)
@@ -341,8 +342,8 @@ def mono_gain(v: torch.Tensor, x2: torch.Tensor, iterations: int, eps: float | N
               softmask: bool = True, sources: int = 1, frames: int = -1) -> torch.Tensor:
     """One-channel Wiener/EM as a real gain: y = g x.
 
-    v: real (N, J, B, F) magnitudes (or another layout, as for :func:`_em_mono`); x2: real |x|^2
-    (:func:`power`) broadcastable to v (N, 1, B, F), modified: divided by norbert's m^2.
+    v: real (N, K, F, T) magnitudes (or another layout, as for :func:`_em_mono`); x2: real |x|^2
+    (:func:`power`) broadcastable to v (N, 1, F, T), modified: divided by norbert's m^2.
     Returns g real, shaped as v (contiguous). ``iterations`` >= 1; eps: default the machine
     epsilon of v's dtype.
     """
@@ -361,7 +362,7 @@ def mono_gain(v: torch.Tensor, x2: torch.Tensor, iterations: int, eps: float | N
 
 
 def softmask_gain(v: torch.Tensor, eps: float | None = None) -> torch.Tensor:
-    """Soft mask in the work layout: v / (eps + sum_j v). real (N, J, ...) -> (N, J, ...).
+    """Soft mask in the work layout: v / (eps + sum_j v). real (N, K, ...) -> (N, K, ...).
 
     eps: default the machine epsilon of v's dtype (norbert's).
     """
@@ -373,9 +374,9 @@ def em_planar(v: torch.Tensor, x: torch.Tensor, iterations: int, eps: float | No
               batch_frames: int = 200) -> torch.Tensor:
     """Multichannel Wiener/EM from the soft-mask estimate, in the planar work layout.
 
-    v: real (N, J, {1, C}, B, F) magnitudes; x: complex (N, C, B, F) mixture, C >= 2 ->
-    planar estimates real (N, B, J, C, 2, F) (dim 4: real, imaginary part), to go on working
-    in; :func:`from_planar` gives the complex (N, J, C, B, F). ``batch_frames``: frames per
+    v: real (N, K, {1, C}, F, T) magnitudes; x: complex (N, C, F, T) mixture, C >= 2 ->
+    planar estimates real (N, F, K, C, 2, T) (dim 4: real, imaginary part), to go on working
+    in; :func:`from_planar` gives the complex (N, K, C, F, T). ``batch_frames``: frames per
     filtering batch for C > 2 (bounded memory; stereo makes no large temporaries).
     """
     eps = _default_eps(x, eps)
@@ -387,15 +388,15 @@ def _em_planar(gain: torch.Tensor, src: torch.Tensor, iterations: int, eps: floa
                batch_frames: int, mix: torch.Tensor | None = None) -> torch.Tensor:
     """EM from the estimate gain * src, rescaled as norbert, in the planar work layout.
 
-    gain real (N, J, {1, C}, B, F); src planar (N, B, C, 2, F) (the mixture unless ``mix``, the
-    planar mixture, is given) -> planar estimates (N, B, J, C, 2, F).
+    gain real (N, K, {1, C}, F, T); src planar (N, F, C, 2, T) (the mixture unless ``mix``, the
+    planar mixture, is given) -> planar estimates (N, F, K, C, 2, T).
     """
     xp = src if mix is None else mix
     N, C = xp.shape[0], xp.shape[2]
     m = xp.square().sum(3).amax(dim=(1, 2, 3)).sqrt_().div_(10).clamp_(min=1.0)  # (N,)
     m4 = m.view(N, 1, 1, 1)
-    g = gain.permute(0, 3, 1, 2, 4).unsqueeze(4)  # (N, B, J, {1, C}, 1, F)
-    scaled = (src / m.view(N, 1, 1, 1, 1)).unsqueeze(2)  # (N, B, 1, C, 2, F)
+    g = gain.permute(0, 3, 1, 2, 4).unsqueeze(4)  # (N, F, K, {1, C}, 1, T)
+    scaled = (src / m.view(N, 1, 1, 1, 1)).unsqueeze(2)  # (N, F, 1, C, 2, T)
     Y = src.new_empty((N, xp.shape[1], gain.shape[1], C, 2, xp.shape[-1]))
     torch.mul(g, scaled, out=Y)
     if C == 2:
@@ -414,7 +415,7 @@ def _check(v: torch.Tensor, x: torch.Tensor) -> None:
         raise ValueError("v must be real magnitude estimates, got a complex tensor")
     if x.dim() < 3 or v.dim() != x.dim() + 1:
         raise ValueError(
-            f"expected v (..., F, B, C, J) and x (..., F, B, C), got {tuple(v.shape)} "
+            f"expected v (..., T, F, C, K) and x (..., T, F, C), got {tuple(v.shape)} "
             f"and {tuple(x.shape)}"
         )
     if v.shape[:-2] != x.shape[:-1] or v.shape[-2] not in (1, x.shape[-1]):
@@ -433,28 +434,28 @@ def expectation_maximization(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """norbert's EM refinement of source estimates (no rescaling; ``wiener`` does that).
 
-    y: complex (..., F, B, C, J) initial estimates; x: complex (..., F, B, C) mixture.
-    Returns y (..., F, B, C, J), v real (..., F, B, J), R complex (..., B, C, C, J).
+    y: complex (..., T, F, C, K) initial estimates; x: complex (..., T, F, C) mixture.
+    Returns y (..., T, F, C, K), v real (..., T, F, K), R complex (..., F, C, C, K).
     Inputs are not modified.
     """
     eps = _default_eps(x, eps)
-    lead, (F, B, C), J = x.shape[:-3], x.shape[-3:], y.shape[-1]
-    xf = x.reshape(-1, F, B, C)
-    yf = y.reshape(-1, F, B, C, J)
+    lead, (T, F, C), K = x.shape[:-3], x.shape[-3:], y.shape[-1]
+    xf = x.reshape(-1, T, F, C)
+    yf = y.reshape(-1, T, F, C, K)
     if C == 1 and iterations > 0:
-        # bins last, (N, F, J, B): norbert's order but for the sources, so no transposing copy
-        x2 = power(xf[..., 0]).unsqueeze(2)  # (N, F, 1, B)
-        p = power(yf[..., 0, :].transpose(-1, -2))  # (N, F, J, B)
+        # bins last, (N, T, K, F): norbert's order but for the sources, so no transposing copy
+        x2 = power(xf[..., 0]).unsqueeze(2)  # (N, T, 1, F)
+        p = power(yf[..., 0, :].transpose(-1, -2))  # (N, T, K, F)
         g, vf, r = _em_mono(p, x2, iterations, eps, keep_v=True, sources=2, frames=1)
         yf = _times_mix(g.transpose(-1, -2).unsqueeze(-2), xf)
         vf = vf.transpose(-1, -2)
-        Rf = r[:, 0].transpose(-1, -2).to(x.dtype)[..., None, None, :]  # (N, B, 1, 1, J)
+        Rf = r[:, 0].transpose(-1, -2).to(x.dtype)[..., None, None, :]  # (N, F, 1, 1, K)
     elif iterations > 0:
         yf, vf, Rf = _em_full(yf, xf, iterations, eps, batch_frames)
     else:
-        vf = x.real.new_zeros((xf.shape[0], F, B, J))
-        Rf = x.new_zeros((xf.shape[0], B, C, C, J))
-    return yf.reshape(*lead, F, B, C, J), vf.reshape(*lead, F, B, J), Rf.reshape(*lead, B, C, C, J)
+        vf = x.real.new_zeros((xf.shape[0], T, F, K))
+        Rf = x.new_zeros((xf.shape[0], F, C, C, K))
+    return yf.reshape(*lead, T, F, C, K), vf.reshape(*lead, T, F, K), Rf.reshape(*lead, F, C, C, K)
 
 
 def wiener(
@@ -479,20 +480,20 @@ def wiener(
                          f"{batch_frames}")
     eps = _default_eps(x, eps)
     v = v.to(x.real.dtype)
-    lead, (F, B, C), J = x.shape[:-3], x.shape[-3:], v.shape[-1]
-    xf = x.reshape(-1, F, B, C)
-    vf = v.reshape(-1, F, B, v.shape[-2], J)
+    lead, (T, F, C), K = x.shape[:-3], x.shape[-3:], v.shape[-1]
+    xf = x.reshape(-1, T, F, C)
+    vf = v.reshape(-1, T, F, v.shape[-2], K)
 
     if iterations == 0:
         # the initial estimate y = gain * src: the soft mask times x, or |v| with the mixture
         # phase (angle 0 where x == 0, as numpy)
         if softmask:
-            return _times_mix(_ratio_mask(vf, eps), xf).reshape(*lead, F, B, C, J)
+            return _times_mix(_ratio_mask(vf, eps), xf).reshape(*lead, T, F, C, K)
         phase = torch.polar(torch.ones_like(xf.real), torch.angle(xf))
-        return _times_mix(vf, phase).reshape(*lead, F, B, C, J)
-    vw = vf.permute(0, 4, 3, 2, 1)  # work layout (N, J, {1, C}, B, F)
-    xw = xf.permute(0, 3, 2, 1)  # (N, C, B, F)
-    if C == 1:  # work on real powers only, y = g x at the end, bins last: (N, F, J, B)
+        return _times_mix(vf, phase).reshape(*lead, T, F, C, K)
+    vw = vf.permute(0, 4, 3, 2, 1)  # work layout (N, K, {1, C}, F, T)
+    xw = xf.permute(0, 3, 2, 1)  # (N, C, F, T)
+    if C == 1:  # work on real powers only, y = g x at the end, bins last: (N, T, K, F)
         g = mono_gain(vf[..., 0, :].transpose(-1, -2), power(xf[..., 0]).unsqueeze(2),
                       iterations, eps, softmask, sources=2, frames=1)
         y = _times_mix(g.transpose(-1, -2).unsqueeze(-2), xf)
@@ -503,4 +504,4 @@ def wiener(
         phase = planar(torch.polar(torch.ones_like(xw.real), torch.angle(xw)))
         y = _planar_to_norbert(_em_planar(vw, phase, iterations, eps, batch_frames,
                                           mix=planar(xw)))
-    return y.reshape(*lead, F, B, C, J)
+    return y.reshape(*lead, T, F, C, K)

@@ -25,10 +25,10 @@ from collections import Counter
 
 import numpy as np
 
-from cusep.detect import Detector, best_threshold, detection_metrics
+from cusep.detect import Detector
 from cusep.evaluate import load_sources, select_pieces
 from cusep.instruments import BY_CODE, label_vector
-from cusep.metrics import si_sdr
+from cusep.metrics import best_threshold, detection_metrics, si_sdr
 from cusep.separate import Separator
 
 

@@ -13,8 +13,8 @@ import soundfile as sf
 import torch
 
 from cusep.checkpoint import save_model_dir
-from cusep.detect import DetectorConfig, InstrumentDetector
 from cusep.instruments import CODES
+from cusep.model import DetectorConfig, InstrumentDetector
 from cusep.spectral import SpectralConfig
 
 REV = "0123456789abcdef0123456789abcdef01234567"

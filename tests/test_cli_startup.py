@@ -97,7 +97,8 @@ def test_cli_constants_are_the_library_values():
     from cusep.audio import FORMAT_EXTENSIONS, MP3_BITRATES
     from cusep.config import DataConfig
     from cusep.evaluate import REFERENCE_METHODS
-    from cusep.separate import Precision, SeparatorConfig
+    from cusep.runtime import Precision
+    from cusep.separate import SeparatorConfig
 
     assert options.FORMATS == tuple(FORMAT_EXTENSIONS)
     assert options.MP3_BITRATES == MP3_BITRATES

@@ -14,18 +14,11 @@ import torch
 import cusep
 from cusep.checkpoint import load_detector, load_model, resolve_model, save_model_dir
 from cusep.config import build_config
-from cusep.detect import (
-    DetectorConfig,
-    InstrumentDetector,
-    attention_pool,
-    average_precision,
-    best_threshold,
-    detection_metrics,
-    f1_scores,
-)
 from cusep.errors import CusepError
 from cusep.export import export_run
 from cusep.instruments import CODES
+from cusep.metrics import average_precision, best_threshold, detection_metrics, f1_scores
+from cusep.model import DetectorConfig, InstrumentDetector, attention_pool
 from cusep.spectral import SpectralConfig, features
 from cusep.train import Trainer, load_weights
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import av
 import numpy as np
 
-from cusep import video
+from cusep.video import overlay as video
 
 
 def rgb_of(planes: np.ndarray) -> np.ndarray:

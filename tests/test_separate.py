@@ -11,12 +11,11 @@ import torch
 
 import cusep
 from cusep.errors import CusepError
+from cusep.runtime import cpu_supports_bf16, resolve_device
 from cusep.separate import (
     Separator,
     SeparatorConfig,
-    cpu_supports_bf16,
     crossfade_window,
-    resolve_device,
 )
 
 

@@ -19,7 +19,6 @@ import pytest
 import soundfile as sf
 import torch
 
-from cusep import video
 from cusep.errors import CusepError
 from cusep.video import (
     IMAGENET_MEAN,
@@ -33,6 +32,8 @@ from cusep.video import (
     video_info,
     write_overlay,
 )
+from cusep.video import frames as video_frames
+from cusep.video import overlay as video_overlay
 
 W, H, FPS, SECONDS = 160, 96, 25, 2.0
 N_FRAMES = round(FPS * SECONDS)
@@ -162,14 +163,14 @@ def test_read_frames_picks_the_frame_shown(videos):
 def test_read_frames_seeks_far_ahead(tmp_path, monkeypatch):
     path = make_video(tmp_path / "gop.mp4", counter_frame, gop=10)
     seeks: list[float | None] = []
-    decode = video._decode
+    decode = video_frames.decode_frames
 
     def spy(container, stream, path, seek=None):
         seeks.append(seek)
         return decode(container, stream, path, seek)
 
-    monkeypatch.setattr(video, "_SEEK_AHEAD", 0.3)
-    monkeypatch.setattr(video, "_decode", spy)
+    monkeypatch.setattr(video_frames, "_SEEK_AHEAD", 0.3)
+    monkeypatch.setattr(video_frames, "decode_frames", spy)
     frames = read_frames(path, [1.5, 0.1, 1.52, 1.7])
     np.testing.assert_allclose(grey_levels(frames), [level(k) for k in (37, 2, 38, 42)],
                                atol=1.5)
@@ -369,8 +370,8 @@ def test_write_overlay_draws_boxes_and_keeps_audio(videos, tmp_path):
     assert count_frames(dst) == N_FRAMES
     assert info.duration == pytest.approx(SECONDS, abs=0.05)
     early, late = read_frames(dst, [0.2, 1.6])
-    red = np.array(video._COLOURS[0], float)
-    green = np.array(video._COLOURS[1], float)
+    red = np.array(video_overlay._COLOURS[0], float)
+    green = np.array(video_overlay._COLOURS[1], float)
     # box outlines: 2 px thick; player 2 only inside its span
     assert np.abs(early[40, BOX1[0]].astype(float) - red).max() < 40
     assert np.abs(early[40, BOX2[0]].astype(float) - green).max() < 40
@@ -400,7 +401,7 @@ def test_write_overlay_leaves_nothing_on_failure(videos, tmp_path, monkeypatch):
         if len(calls) > 5:
             raise RuntimeError("disk on fire")
 
-    monkeypatch.setattr(video, "_draw", broken)
+    monkeypatch.setattr(video_overlay, "_draw", broken)
     with pytest.raises(RuntimeError, match="disk on fire"):
         write_overlay(videos["counter"], dst, [Player(1, BOX1, None, "p", None)], {})
     assert dst.read_bytes() == b"old"

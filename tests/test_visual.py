@@ -341,8 +341,7 @@ def test_separator_runs_a_visual_model(urmp_video: Path, tmp_path: Path) -> None
     from cusep.checkpoint import save_model_dir
     from cusep.data.urmp import scan_urmp
     from cusep.separate import Separator, SeparatorConfig
-    from cusep.video import load_boxes, video_info
-    from cusep.visual import frame_provider
+    from cusep.video import frame_provider, load_boxes, video_info
 
     model = tiny_visual("film-bottleneck", frames=5, temporal="lstm", freeze=True)
     path = save_model_dir(tmp_path / "model", model, model.config, dtype=torch.float32)

@@ -10,13 +10,11 @@ import logging
 import sys
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 from typer.core import TyperArgument, TyperCommand, TyperGroup
 
 from ..errors import CusepError
-
-console = Console(stderr=True, highlight=False)
+from .common import console, fail
 
 
 class _HelpTypes:
@@ -53,7 +51,7 @@ app = typer.Typer(
 
 
 def _version_line() -> str:
-    from .. import __version__
+    from ..version import __version__
 
     return f"cusep {__version__}"
 
@@ -76,12 +74,6 @@ def _root(
 def version_cmd() -> None:
     """Print cusep's version."""
     print(_version_line())
-
-
-def fail(message: str, code: int = 1) -> typer.Exit:
-    """Print one error line (``message`` is plain text, never markup); return the Exit to raise."""
-    console.print(f"[bold red]error:[/] {escape(message)}", markup=True, soft_wrap=True)
-    return typer.Exit(code)
 
 
 class _WarningLine(logging.Handler):

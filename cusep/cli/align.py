@@ -8,7 +8,7 @@ import typer
 from rich.markup import escape
 
 from ..errors import CusepError
-from . import console
+from .common import console
 
 
 def register(app: typer.Typer) -> None:

@@ -13,20 +13,11 @@ from rich.table import Table
 
 from ..errors import CusepError
 from ..instruments import BY_CODE
-from . import fail
+from .common import collect_inputs, detected_line, file_failed
 from .options import device_option
 
 if TYPE_CHECKING:  # torch loads when the command runs
     from ..detect import DetectionResult
-
-
-def detected_line(path: Path, result: DetectionResult) -> str:
-    """'mix.wav: vn 0.93, vc 0.81 (threshold 0.42)', most probable first (rich markup
-    escaped)."""
-    probs = result.confidences()
-    found = ", ".join(f"{c} {probs[c]:.2f}"
-                      for c in sorted(result.detected, key=lambda c: -probs[c])) or "nothing"
-    return f"detected in {escape(str(path))}: {found} (threshold {result.threshold:.2f})"
 
 
 def render_table(path: Path, result: DetectionResult) -> Table:
@@ -61,7 +52,6 @@ def register(app: typer.Typer) -> None:
         --json)."""
         from ..audio import read_audio
         from ..detect import Detector
-        from .separate import collect_inputs
 
         files = collect_inputs(inputs)
         detector = Detector(model, device=device, threshold=threshold)
@@ -73,11 +63,9 @@ def register(app: typer.Typer) -> None:
                 result = detector.detect(audio, rate)
             except (CusepError, OSError) as exc:
                 failed = True
-                detail = str(exc).removeprefix(f"{path}: ")
+                detail = file_failed(path, exc, show=not as_json)
                 if as_json:
                     records.append({"file": str(path), "error": detail})
-                else:
-                    fail(f"{path}: {detail}")
                 continue
             if as_json:
                 records.append({"file": str(path), **result.to_dict()})

@@ -10,9 +10,10 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
+from ..atomic import write_text
 from ..errors import CusepError
 from ..progress import progress_bar
-from . import console
+from .common import console
 from .options import (
     BATCH_SIZE,
     MIX_FLOOR,
@@ -25,6 +26,7 @@ from .options import (
 )
 
 if TYPE_CHECKING:  # torch, the metrics and matplotlib load only when an evaluation runs
+    from ..checkpoint import ModelDir
     from ..data.urmp import Piece
     from ..evaluate import EvalConfig, EvalResult
 
@@ -64,7 +66,7 @@ def _run(kind: str, data: Path, model: str | None, protocol: str, out: Path | No
         console.print("[yellow]note:[/] --pes requests every instrument of the model, so a "
                       "conditioned model is told that all of them play", soft_wrap=True)
     start = time.perf_counter()
-    result = _evaluate_with_progress(pieces, str(mdir.path), out, config, data, kind, split,
+    result = _evaluate_with_progress(pieces, mdir, out, config, data, kind, split,
                                      device, jobs)
     for piece, reason in result.skipped:
         console.print(f"[yellow]skipped[/] {escape(piece)}: {escape(reason)}", soft_wrap=True)
@@ -82,8 +84,7 @@ def _run(kind: str, data: Path, model: str | None, protocol: str, out: Path | No
     grids = report.summary_grids(result.records, result.settings)
     grids += [report.group_grid(result.records, by, "si_sdr", result.settings)
               for by in ("instrument", "n_sources")]
-    (out / "summary.md").write_text(report.markdown_report(grids, result.settings),
-                                    encoding="utf-8")
+    write_text(out / "summary.md", report.markdown_report(grids, result.settings))
     stdout = _stdout()
     for grid in grids:
         stdout.print(grid.rich())
@@ -107,11 +108,14 @@ def _stdout() -> Console:
     return out if out.is_terminal else Console(highlight=False, width=max(out.width, 140))
 
 
-def _evaluate_with_progress(pieces: list[Piece], model: str, out: Path, config: EvalConfig,
+def _evaluate_with_progress(pieces: list[Piece], model: ModelDir, out: Path, config: EvalConfig,
                             data: Path, kind: str, split: str | None, device: str,
                             jobs: int) -> EvalResult:
     from ..evaluate import PieceOutcome, evaluate
+    from ..runtime import resolve_device, tune_cpu_allocator
 
+    if resolve_device(device).type == "cpu":
+        tune_cpu_allocator()  # a process-wide setting: the entry point's to make
     terminal = console.is_terminal
     with progress_bar(console=console, transient=True, disable=not terminal) as bar:
         task = bar.add_task("pieces", total=len(pieces))

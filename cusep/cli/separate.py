@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -16,9 +14,18 @@ from rich.table import Table
 
 from ..errors import CusepError
 from ..guide import ScoreGuide
-from ..progress import progress_bar
-from . import console, fail
 from .claim import claimed, remove_empty
+from .common import (
+    Output,
+    collect_inputs,
+    console,
+    detected_line,
+    fail,
+    file_failed,
+    file_progress,
+    model_label,
+    write_stems,
+)
 from .options import (
     BATCH_SIZE,
     MIX_FLOOR,
@@ -37,23 +44,6 @@ if TYPE_CHECKING:  # torch (under cusep.audio and cusep.separate) loads when a c
 
     from ..audio import AudioSource
     from ..separate import Separator
-
-
-@dataclass(frozen=True)
-class Output:
-    """Where and how stems are written (the output options of ``cusep separate``)."""
-
-    folder: Path
-    template: str
-    fmt: str
-    clip: str
-    force: bool
-    bitrate: int | None = None
-
-    def paths(self, path: Path, stems: tuple[str, ...]) -> dict[str, Path]:
-        from ..audio import FORMAT_EXTENSIONS
-
-        return output_paths(path, stems, self.folder, self.template, FORMAT_EXTENSIONS[self.fmt])
 
 
 @dataclass(frozen=True)
@@ -100,72 +90,6 @@ class Outcome:
     seconds: float = 0.0
     audio_seconds: float = 0.0
     stems: dict[str, Path] = field(default_factory=dict)  # written (ok) or present (skipped)
-
-
-def collect_inputs(inputs: list[Path], exclude: Path | None = None) -> list[Path]:
-    """Files as given, folders expanded to the audio/video files they hold (sorted, recursive),
-    each file once.
-
-    A folder scan skips hidden files (``.name``, e.g. macOS ``._x.wav``) and anything under
-    ``exclude`` (the output folder, so earlier stems are not separated again).
-    """
-    from ..audio import AUDIO_EXTENSIONS
-
-    skip = exclude.resolve() if exclude is not None else None
-
-    def wanted(p: Path) -> bool:
-        if not p.is_file() or p.suffix.lower() not in AUDIO_EXTENSIONS or p.name.startswith("."):
-            return False
-        return skip is None or not p.resolve().is_relative_to(skip)
-
-    files: list[Path] = []
-    for item in inputs:
-        if item.is_dir():
-            found = sorted(p for p in item.rglob("*") if wanted(p))
-            if not found:
-                raise CusepError(f"folder '{item}' holds no audio files "
-                                 f"({', '.join(sorted(AUDIO_EXTENSIONS))})")
-            files.extend(found)
-        else:
-            files.append(item)
-    unique: dict[Path, Path] = {}  # a file given twice (or also inside a folder) runs once
-    for f in files:
-        unique.setdefault(f.resolve(), f)
-    return list(unique.values())
-
-
-def output_paths(path: Path, codes: tuple[str, ...], out: Path, template: str,
-                 ext: str) -> dict[str, Path]:
-    """Where each stem of ``path`` goes, from the ``--filename`` template: relative paths that
-    stay inside ``out``, with the format's extension and names the file system can hold.
-
-    Fields: ``{track}`` (the input's name without extension), ``{parent}`` (the name of the
-    folder that holds it), ``{stem}`` (the instrument code or ``rest``), ``{ext}``."""
-    if not template.strip():
-        raise CusepError("--filename is empty; give a template such as '{track}/{stem}.{ext}'")
-    parent = path.resolve().parent.name or "root"
-    try:
-        paths = {c: Path(template.format(track=path.stem, parent=parent, stem=c, ext=ext))
-                 for c in codes}
-    except (KeyError, IndexError, ValueError) as exc:
-        raise CusepError(f"bad --filename template '{template}' ({exc}); "
-                         "use the fields {track}, {parent}, {stem} and {ext}") from None
-    root = out.resolve()
-    for rel in paths.values():
-        target = (out / rel).resolve()
-        if rel.is_absolute() or ".." in rel.parts or not target.is_relative_to(root) \
-                or target == root:
-            raise CusepError(f"'{path}' would write '{rel}', outside the output folder '{out}'; "
-                             "use a relative --filename without '..' (or rename the input)")
-        if rel.suffix.lower() != f".{ext}":
-            raise CusepError(f"--filename '{template}' gives '{rel.name}', but this --format "
-                             f"writes .{ext} files; end the template with .{{ext}}")
-        long = [p for p in rel.parts if len(p.encode()) > 240]
-        if long:
-            raise CusepError(f"--filename '{template}' makes a name of {len(long[0].encode())} "
-                             "bytes for "
-                             f"'{path.name}' (at most 240); use a shorter template or input name")
-    return {c: out / rel for c, rel in paths.items()}
 
 
 def register(app: typer.Typer) -> None:
@@ -254,6 +178,7 @@ def register(app: typer.Typer) -> None:
         if as_json and boxes is not None:
             raise CusepError("--json summarises audio runs; with --boxes leave --json out "
                              "(the player table is printed)")
+        from ..runtime import tune_cpu_allocator
         from ..separate import (  # torch: only past the argument checks
             Separator,
             SeparatorConfig,
@@ -279,6 +204,8 @@ def register(app: typer.Typer) -> None:
                                  batch_size=batch_size, precision=precision, residual=not raw,
                                  mix_floor=mix_floor)
         sep = Separator(model, device=device, config=config)
+        if sep.device.type == "cpu":
+            tune_cpu_allocator()  # a process-wide setting: the entry point's to make
         output = Output(out, filename, fmt, clip, force, bitrate)
         if boxes is not None:
             from .separate_video import separate_players
@@ -337,11 +264,6 @@ def register(app: typer.Typer) -> None:
             raise typer.Exit(1)
 
 
-def model_label(sep: Separator) -> str:
-    """A Hub model as ``org/name@revision (commit ...)``, not by its snapshot hash."""
-    return sep.model_dir.label if sep.model_dir is not None else sep.name
-
-
 def _skip(path: Path, paths: dict[str, Path], existing: dict[str, Path], out: Path) -> Outcome:
     """An input whose stems (some or all) exist: say which, skip it (the README's rule)."""
     names = ", ".join(_shown(p, out) for p in existing.values())
@@ -389,7 +311,6 @@ def _detect_all(files: list[Path], sep: Separator, detector: str | None,
     files with detections and their codes; the others become failed ``outcomes``. Raises when
     no file has any instrument, before anything is written."""
     from ..detect import Detector
-    from .detect import detected_line
 
     det = Detector(detector, device=sep.device)
     codes_of: dict[Path, tuple[str, ...]] = {}
@@ -398,9 +319,7 @@ def _detect_all(files: list[Path], sep: Separator, detector: str | None,
             audio, rate = span.read(path)
             result = det.detect(audio, rate)
         except (CusepError, OSError) as exc:
-            detail = str(exc).removeprefix(f"{path}: ")
-            fail(f"{path}: {detail}")
-            outcomes.append(Outcome(path, "failed", detail))
+            outcomes.append(Outcome(path, "failed", file_failed(path, exc)))
             continue
         if not result.detected:
             message = f"{result.nothing_detected(str(path))}; nothing written"
@@ -481,9 +400,7 @@ def _one(sep: Separator, path: Path, codes: tuple[str, ...], paths: dict[str, Pa
                                      guide=guide)
             scale, frames = write_stems(blocks, paths, rate, source.channels, output)
     except (CusepError, OSError) as exc:
-        detail = str(exc).removeprefix(f"{path}: ")  # audio errors already name the file
-        fail(f"{path}: {detail}")
-        return Outcome(path, "failed", detail, time.perf_counter() - start)
+        return Outcome(path, "failed", file_failed(path, exc), time.perf_counter() - start)
     seconds = time.perf_counter() - start
     duration = frames / rate
     if scale != 1.0:
@@ -496,51 +413,6 @@ def _one(sep: Separator, path: Path, codes: tuple[str, ...], paths: dict[str, Pa
                   f"{duration / max(seconds, 1e-9):.0f}x real time)", soft_wrap=True)
     n = len(paths)
     return Outcome(path, "ok", f"{n} stem{'s' if n > 1 else ''}", seconds, duration)
-
-
-@contextmanager
-def file_progress(name: str, total: int) -> Iterator[Callable[[int, int], None]]:
-    """A transient progress bar (hidden when stderr is not a terminal) -> its update function,
-    ``update(done, total)``, in samples."""
-    with progress_bar(count=False, console=console, transient=True,
-                      disable=not console.is_terminal) as bar:
-        task = bar.add_task(escape(name), total=total)
-        yield lambda done, _total: bar.update(task, completed=done)
-
-
-def write_stems(blocks: Iterator[np.ndarray], paths: dict[str, Path], rate: int,
-                channels: int, output: Output) -> tuple[float, int]:
-    """Stream the separator's blocks (K, channels, n) into one atomic writer per stem; if
-    anything fails, no temp file remains and the stems this call created are removed.
-
-    Returns the factor every stem was divided by (1.0: none) and the frames written: with
-    ``clip="rescale"``, stems that exceed full scale in an integer format are all divided by
-    their common peak, so they still sum to the input, scaled."""
-    from ..audio import AudioWriter  # imports torch: only when a command runs
-
-    writers: list[AudioWriter] = []
-    created: list[Path] = []
-    try:
-        for p in paths.values():
-            writers.append(AudioWriter(p, rate, channels, output.fmt, clip=output.clip,
-                                       bitrate=output.bitrate))
-        for block in blocks:
-            for writer, stem in zip(writers, block, strict=True):
-                writer.write(stem)
-        peak = max((w.peak for w in writers), default=0.0)
-        scale = 1.0
-        for writer in writers:
-            is_new = not writer.path.exists()
-            scale = writer.finish(peak=peak)
-            if is_new:
-                created.append(writer.path)
-        return scale, writers[0].frames
-    except BaseException:
-        for writer in writers:
-            writer.abort()
-        for p in created:
-            p.unlink(missing_ok=True)
-        raise
 
 
 def _summary(outcomes: list[Outcome], wall: float | None = None) -> None:

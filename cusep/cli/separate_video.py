@@ -19,8 +19,7 @@ from ..video_separate import (
     player_stems,
     separate_stems,
 )
-from . import console
-from .separate import Output, file_progress, model_label, write_stems
+from .common import Output, console, detected_line, file_progress, model_label, write_stems
 
 METHODS = {
     "boxes": "instruments named in the boxes",
@@ -50,8 +49,6 @@ def separate_players(sep: Separator, path: Path, boxes: Path,
     instrument_plan = plan_instruments(video, sep, instruments, detector)
     codes = instrument_plan.codes
     if instrument_plan.detection is not None:
-        from .detect import detected_line
-
         console.print(detected_line(path, instrument_plan.detection), soft_wrap=True)
     console.print(f"model [bold]{escape(model_label(sep))}[/] on [bold]{sep.device}[/] "
                   f"({sep.precision}), {len(video.players)} players, instruments "

@@ -9,7 +9,7 @@ from pathlib import Path
 import typer
 
 from ..errors import CusepError
-from . import console
+from .common import console
 from .options import Layout, Weights, device_option
 
 
@@ -38,7 +38,14 @@ def register(app: typer.Typer) -> None:
 
         --preset cusep-detect trains a detector; runs under torchrun for several GPUs/nodes."""
         from ..config import build_config
-        from ..train import Interrupted, Trainer, describe, read_run_config, setup_distributed
+        from ..train import (
+            Interrupted,
+            Trainer,
+            describe,
+            read_run_config,
+            setup_distributed,
+            tune_process,
+        )
 
         sets = list(overrides or [])
         if data:
@@ -63,6 +70,7 @@ def register(app: typer.Typer) -> None:
                                  "or choose another folder")
             config = build_config(preset, sets)
         dev = setup_distributed(device)
+        tune_process(dev)
         command = "cusep " + " ".join(shlex.quote(a) for a in sys.argv[1:])
         trainer = Trainer(config, run_dir, dev, log=console.print, command=command)
         if resume:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
@@ -60,11 +60,16 @@ def _read_errors() -> tuple[type[Exception], ...]:
 
 
 def _progress(items: Sequence, show: bool, what: str) -> Iterable:
+    """``items``, with cusep's progress bar (:func:`cusep.progress.progress_bar`) if ``show``."""
     if not show:
         return items
-    from rich.progress import track
+    from ..progress import progress_bar
 
-    return track(items, description=what)
+    def shown() -> Iterator:
+        with progress_bar() as bar:
+            yield from bar.track(items, description=what)
+
+    return shown()
 
 
 class StemBank:

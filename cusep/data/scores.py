@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from ..atomic import write_text
 from ..errors import CusepError
 from ..score import require_music21
 
@@ -192,7 +193,5 @@ def load_work(path: str, cache_dir: Path | None) -> Work:
             pass  # a damaged cache entry: parse again
     work = parse_work(path)
     file.parent.mkdir(parents=True, exist_ok=True)
-    tmp = file.with_suffix(f".{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(_to_json(work), separators=(",", ":")))
-    os.replace(tmp, file)
+    write_text(file, json.dumps(_to_json(work), separators=(",", ":")))
     return work

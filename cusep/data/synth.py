@@ -31,6 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..atomic import replace_dir, sync, write_text
 from ..errors import CusepError
 from ..instruments import BY_CODE, CODES, parse_instruments
 from ..score import Score, ScoreNote, ScorePart, write_midi
@@ -759,10 +760,8 @@ def render_piece(plan: PiecePlan, notes: dict[int, list[Note]], config: SynthCon
         record["video"] = render_piece_video(tmp, plan.name, [p.code for p in plan.players],
                                              per_part, mix, config.sample_rate, plan.seed)
     (tmp / PIECE_META).write_text(json.dumps(record, indent=1, sort_keys=True) + "\n")
-    final = out_dir / plan.name
-    if final.exists():
-        shutil.rmtree(final)
-    os.replace(tmp, final)
+    sync(tmp)
+    replace_dir(tmp, out_dir / plan.name)
     return record
 
 
@@ -819,7 +818,7 @@ def _prepare_out_dir(out_dir: Path, config: SynthConfig) -> None:
     for p in out_dir.iterdir():
         if p.is_dir() and p.name.startswith(_TMP_PREFIX):
             shutil.rmtree(p)  # a piece that an interrupted run left half-written
-    config_file.write_text(json.dumps(options, indent=1, sort_keys=True) + "\n")
+    write_text(config_file, json.dumps(options, indent=1, sort_keys=True) + "\n")
 
 
 def _card(manifest: dict) -> str:
@@ -971,7 +970,7 @@ def render_dataset(out_dir: str | Path, config: SynthConfig, progress: bool = Tr
         "minutes_per_instrument": {c: round(m, 3) for c, m in minutes.items()},
         "pieces": records,
     }
-    (out_dir / MANIFEST).write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
-    (out_dir / CARD).write_text(_card(manifest))
+    write_text(out_dir / MANIFEST, json.dumps(manifest, indent=1, sort_keys=True) + "\n")
+    write_text(out_dir / CARD, _card(manifest))
     return manifest
 
