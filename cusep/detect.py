@@ -44,17 +44,35 @@ class DetectionResult:
     times: np.ndarray
     window_probabilities: np.ndarray
     threshold: float
+    """The detector's threshold (the one of every class unless ``thresholds`` differ)."""
+    thresholds: tuple[float, ...] = ()
+    """Per class (K,), in ``classes`` order; empty: ``threshold`` for every class."""
+
+    def cutoffs(self) -> dict[str, float]:
+        """{code: the threshold its probability must exceed}."""
+        values = self.thresholds or (self.threshold,) * len(self.classes)
+        return dict(zip(self.classes, values, strict=True))
+
+    @property
+    def per_class(self) -> bool:
+        """Whether the classes have thresholds of their own."""
+        return len(set(self.cutoffs().values())) > 1
+
+    def threshold_text(self) -> str:
+        """'threshold 0.25', or 'per-instrument thresholds' when they differ."""
+        return "per-instrument thresholds" if self.per_class else f"threshold {self.threshold:.2f}"
 
     @property
     def detected(self) -> tuple[str, ...]:
-        """Codes above the threshold, most probable first."""
-        return tuple(c for c, p in self.confidences().items() if p > self.threshold)
+        """Codes above their threshold, most probable first."""
+        cut = self.cutoffs()
+        return tuple(c for c, p in self.confidences().items() if p > cut[c])
 
     def nothing_detected(self, what: str) -> str:
         """The message for a recording with nothing above the threshold (no final stop)."""
         code, prob = next(iter(self.confidences().items()))
-        return (f"no instrument detected in {what} above the threshold {self.threshold:.2f} "
-                f"(most likely {code}, {prob:.2f})")
+        return (f"no instrument detected in {what} above its threshold "
+                f"(most likely {code}, {prob:.2f}, threshold {self.cutoffs()[code]:.2f})")
 
     def confidences(self) -> dict[str, float]:
         """{code: probability} over the whole recording, most probable first."""
@@ -67,6 +85,7 @@ class DetectionResult:
         return {
             "detected": list(self.detected),
             "threshold": self.threshold,
+            "thresholds": {c: round(t, 4) for c, t in self.cutoffs().items()},
             "probabilities": {c: round(p, 4) for c, p in self.confidences().items()},
             "windows": [{"start": round(float(t), 3),
                          "probabilities": {c: round(float(p), 4)
@@ -92,9 +111,12 @@ class Detector:
             self.model = model.to(self.device).eval()
         else:
             self.model, self.model_dir = load_detector(model, device=self.device)
-        self.threshold = self.model.config.threshold if threshold is None else float(threshold)
+        config = self.model.config
+        self.threshold = config.threshold if threshold is None else float(threshold)
         if not 0.0 < self.threshold <= 1.0:
             raise CusepError(f"threshold must be in (0, 1], got {self.threshold}")
+        # a threshold given here replaces the model's, for every class
+        self.thresholds = config.thresholds() if threshold is None else ()
         self.batch_size = max(1, int(batch_size))
 
     @property
@@ -141,7 +163,8 @@ class Detector:
         return DetectionResult(
             classes=self.classes, probabilities=overall.numpy(),
             times=np.asarray(starts, np.float64) / spec.sample_rate,
-            window_probabilities=window_probs.numpy(), threshold=self.threshold)
+            window_probabilities=window_probs.numpy(), threshold=self.threshold,
+            thresholds=self.thresholds)
 
 
 def detect(audio: np.ndarray | torch.Tensor, sample_rate: int, model: str | Path | None = None,

@@ -10,6 +10,7 @@ import dataclasses
 import json
 import warnings
 from pathlib import Path
+from typing import Any
 
 from .checkpoint import default_card, kind_of, save_model_dir
 from .errors import CusepError
@@ -37,13 +38,42 @@ def read_metrics_log(run_dir: Path) -> list[dict]:
     return records
 
 
+def read_json_object(path: Path, what: str) -> dict[str, Any]:
+    """A JSON object from ``path`` (CusepError naming ``what``: unreadable, not JSON, not an
+    object)."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise CusepError(f"cannot read {what} '{path}': {exc}") from None
+    if not isinstance(data, dict):
+        raise CusepError(f"{what} '{path}' must hold a JSON object")
+    return data
+
+
+def _per_class(thresholds: dict[str, float], classes: tuple[str, ...]) -> tuple[float, ...]:
+    """{code: threshold} -> one threshold per class in ``classes`` order (CusepError: not a
+    detector run, a class missing or unknown, a value outside (0, 1])."""
+    if not classes:
+        raise CusepError("class thresholds are for detector runs")
+    if set(thresholds) != set(classes):
+        raise CusepError(f"class thresholds must name every class of the detector "
+                         f"({', '.join(classes)}); got {', '.join(thresholds) or 'none'}")
+    values = tuple(float(thresholds[c]) for c in classes)
+    if not all(0.0 < t <= 1.0 for t in values):
+        raise CusepError("class thresholds must be in (0, 1]")
+    return values
+
+
 def export_run(run_dir: Path, model_dir: Path, weights: str = "best",
                metrics_file: Path | None = None, notes_file: Path | None = None,
-               threshold: float | None = None) -> Path:
+               threshold: float | None = None,
+               class_thresholds: dict[str, float] | None = None) -> Path:
     """Write ``model_dir`` (fp16 safetensors, config.json, README.md) from ``run_dir``.
 
     ``threshold`` (detectors only) replaces the stored decision threshold, e.g. one chosen on
-    validation for ``--instruments auto`` (see scripts/eval_detect.py --thresholds).
+    validation for ``--instruments auto`` (see scripts/eval_detect.py --thresholds);
+    ``class_thresholds`` ({code: threshold}, every class of the detector) stores one per class
+    (see scripts/eval_detect.py --class-thresholds).
     """
     run_dir = Path(run_dir)
     config, extra = read_run_config(run_dir)
@@ -76,6 +106,9 @@ def export_run(run_dir: Path, model_dir: Path, weights: str = "best",
     if config.task == "detect" and (threshold is not None or "valid_threshold" in best):
         network = dataclasses.replace(
             network, threshold=best["valid_threshold"] if threshold is None else threshold)
+    if class_thresholds is not None:
+        network = dataclasses.replace(network, class_thresholds=_per_class(
+            class_thresholds, network.classes if config.task == "detect" else ()))
     training = {
         "preset": config.preset,
         "description": config.description,
@@ -95,10 +128,7 @@ def export_run(run_dir: Path, model_dir: Path, weights: str = "best",
              "valid_loss")
     metrics = {k: best[k] for k in names if k in best}
     if metrics_file is not None:
-        try:
-            metrics.update(json.loads(Path(metrics_file).read_text()))
-        except (OSError, json.JSONDecodeError) as exc:
-            raise CusepError(f"cannot read --metrics '{metrics_file}': {exc}") from None
+        metrics.update(read_json_object(metrics_file, "--metrics"))
     card = default_card({**network.to_dict(), "cusep_version": __version__,
                          "kind": kind_of(network), "training": training, "metrics": metrics})
     if notes_file is not None:

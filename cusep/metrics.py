@@ -536,10 +536,11 @@ def average_precision(scores: np.ndarray, targets: np.ndarray) -> float:
     return float(precision[hits].mean())
 
 
-def f1_scores(probs: np.ndarray, targets: np.ndarray, threshold: float) -> np.ndarray:
-    """Per-class F1 (K,) of ``probs > threshold`` against ``targets``, both (N, K); a class
-    with no positive and no detection gets NaN."""
-    pred, true = np.asarray(probs) > threshold, np.asarray(targets, bool)
+def f1_scores(probs: np.ndarray, targets: np.ndarray, threshold: float | np.ndarray
+              ) -> np.ndarray:
+    """Per-class F1 (K,) of ``probs > threshold`` (one for all classes or one each, (K,))
+    against ``targets``, both (N, K); a class with no positive and no detection gets NaN."""
+    pred, true = np.asarray(probs) > np.asarray(threshold), np.asarray(targets, bool)
     tp = (pred & true).sum(0)
     denominator = pred.sum(0) + true.sum(0)
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -554,11 +555,28 @@ def best_threshold(probs: np.ndarray, targets: np.ndarray) -> tuple[float, float
     return float(grid[i]), scores[i]
 
 
-def detection_metrics(probs: np.ndarray, targets: np.ndarray, threshold: float | None = None,
+def best_class_thresholds(probs: np.ndarray, targets: np.ndarray, fallback: float
+                          ) -> np.ndarray:
+    """Per class, the threshold in 0.05..0.95 (step 0.01) maximising that class's F1 (the
+    middle of the best run of thresholds: ties are common on small sets) -> (K,); a class
+    without positives keeps ``fallback``."""
+    grid = np.round(np.arange(0.05, 0.951, 0.01), 2)
+    scores = np.stack([f1_scores(probs, targets, t) for t in grid])  # (thresholds, K)
+    out = np.full(scores.shape[1], float(fallback))
+    for k in range(scores.shape[1]):
+        if np.asarray(targets)[:, k].any():
+            best = np.flatnonzero(scores[:, k] >= np.nanmax(scores[:, k]) - 1e-12)
+            out[k] = grid[best[len(best) // 2]]
+    return out
+
+
+def detection_metrics(probs: np.ndarray, targets: np.ndarray,
+                      threshold: float | np.ndarray | None = None,
                       classes: Sequence[str] = CODES) -> dict[str, Any]:
     """mAP, macro-F1 and per-class AP / F1 of probabilities (N, K) against 0/1 targets (N, K).
 
-    ``threshold`` None: the one maximising macro-F1 (also returned).
+    ``threshold``: one for every class, one per class (K,), or None: the one maximising
+    macro-F1 (also returned).
     """
     if threshold is None:
         threshold, _ = best_threshold(probs, targets)
@@ -567,7 +585,8 @@ def detection_metrics(probs: np.ndarray, targets: np.ndarray, threshold: float |
     return {
         "map": float(np.nanmean(ap)),
         "f1": float(np.nanmean(f1)),
-        "threshold": threshold,
+        "threshold": threshold if np.ndim(threshold) == 0 else
+        {c: float(t) for c, t in zip(classes, threshold, strict=True)},
         "ap": {c: _finite(a) for c, a in zip(classes, ap, strict=True)},
         "per_class_f1": {c: _finite(x) for c, x in zip(classes, f1, strict=True)},
     }

@@ -286,6 +286,9 @@ class DetectorConfig:
     threshold: float = 0.5
     """Probability above which an instrument counts as present (chosen on validation)."""
     spectral: SpectralConfig = field(default_factory=_detector_spectral)
+    class_thresholds: tuple[float, ...] = ()
+    """One threshold per class, in ``classes`` order, chosen on validation; empty: ``threshold``
+    for every class."""
 
     def __post_init__(self) -> None:
         if not self.channels:
@@ -299,6 +302,15 @@ class DetectorConfig:
                              f"2**{len(self.channels)} (one halving per block)")
         if not 0.0 < self.threshold <= 1.0:
             raise ValueError(f"threshold must be in (0, 1], got {self.threshold}")
+        if self.class_thresholds and (
+                len(self.class_thresholds) != len(self.classes)
+                or not all(0.0 < t <= 1.0 for t in self.class_thresholds)):
+            raise ValueError(f"class_thresholds needs one value in (0, 1] per class "
+                             f"({len(self.classes)}), got {list(self.class_thresholds)}")
+
+    def thresholds(self) -> tuple[float, ...]:
+        """The decision threshold of each class (K,), in ``classes`` order."""
+        return tuple(self.class_thresholds) or (self.threshold,) * len(self.classes)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -1,7 +1,8 @@
 """Score an instrument detector on a URMP-layout test set (the numbers of its model card).
 
-usage: python scripts/eval_detect.py DATA [--detector DIR] [--separator MODEL]
+usage: python scripts/eval_detect.py DATA [DATA ...] [--detector DIR] [--separator MODEL]
                                       [--thresholds 0.1,0.2,...] [--out JSON]
+                                      [--class-thresholds JSON]
 
 Per piece, the mixture is the sum of its sources at the model rate (11025 Hz). Recording level:
 mAP over the 13 classes, per-instrument F1 at the detector's stored threshold, misses and false
@@ -13,6 +14,9 @@ source counts as the mixture: 0 dB improvement). Each distinct instrument list o
 separated once, and a piece detected exactly at every threshold not at all; the true-list and
 auto means over the pieces with a detection error are reported too. --thresholds also scores
 the auto path at other thresholds, to choose the separation threshold on a validation set.
+Several DATA folders are pooled. --class-thresholds writes the threshold of each class that
+maximises its F1 on these recordings (the input of `cusep export --class-thresholds`); the
+detector's own thresholds (one per class if it stores them) decide everything else.
 """
 
 from __future__ import annotations
@@ -28,23 +32,26 @@ import numpy as np
 from cusep.detect import Detector
 from cusep.evaluate import load_sources, select_pieces
 from cusep.instruments import BY_CODE, label_vector
-from cusep.metrics import best_threshold, detection_metrics, si_sdr
+from cusep.metrics import best_class_thresholds, best_threshold, detection_metrics, si_sdr
 from cusep.separate import Separator
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("data")
+    ap.add_argument("data", nargs="+")
     ap.add_argument("--detector", default=None)
     ap.add_argument("--separator", default=None)
     ap.add_argument("--thresholds", default="",
                     help="comma-separated thresholds at which to score the auto path too")
     ap.add_argument("--out", default=None)
+    ap.add_argument("--class-thresholds", default=None,
+                    help="write the per-class F1-best thresholds here (JSON)")
     args = ap.parse_args()
     det = Detector(args.detector, device="cpu")
     sep = Separator(args.separator, device="cpu") if args.separator else None
     rate = det.model.config.spectral.sample_rate
-    pieces, _ = select_pieces(args.data)
+    pieces = [p for root in args.data for p in select_pieces(root)[0]]
+    cut = np.array(det.thresholds or (det.threshold,) * len(det.classes))
     probs, targets, win_probs, win_targets = [], [], [], []
     pairs: Counter[tuple[str, str]] = Counter()  # (missed, falsely detected) in one piece
     misses = false = same_miss = same_false = 0
@@ -73,23 +80,24 @@ def main() -> None:
         pairs.update((m, e) for m in missed for e in extra)
         if sep is not None:
             diffs = auto_minus_true(sep, mix, rate, sources, codes, result.probabilities,
-                                    det.classes, [det.threshold, *sweep])
-            for t in sweep:
-                sweep_diff[t] += diffs[t][1].sum() - diffs[t][0].sum()
+                                    det.classes, [cut, *sweep])
+            for i, t in enumerate(sweep, start=1):
+                sweep_diff[t] += diffs[i][1].sum() - diffs[i][0].sum()
             if found != set(codes):
-                gains_true += diffs[det.threshold][0].tolist()
-                gains_auto += diffs[det.threshold][1].tolist()
+                gains_true += diffs[0][0].tolist()
+                gains_auto += diffs[0][1].tolist()
                 print(f"{piece.name}: true {sorted(codes)} detected {sorted(found)}, "
                       f"{time.perf_counter() - start:.0f} s", file=sys.stderr, flush=True)
     probs, targets = np.stack(probs), np.stack(targets)
-    rec = detection_metrics(probs, targets, det.threshold, det.classes)
+    rec = detection_metrics(probs, targets, cut, det.classes)
     win = detection_metrics(np.concatenate(win_probs), np.concatenate(win_targets),
-                            det.threshold, det.classes)
-    exact = int(sum((p > det.threshold).astype(int).tolist() == t.astype(int).tolist()
+                            cut, det.classes)
+    exact = int(sum((p > cut).astype(int).tolist() == t.astype(int).tolist()
                     for p, t in zip(probs, targets, strict=True)))
     report = {
         "pieces": len(pieces),
         "threshold": det.threshold,
+        "thresholds": dict(zip(det.classes, cut.tolist(), strict=True)),
         "recording_map": rec["map"],
         "recording_macro_f1": rec["f1"],
         "recording_exact_sets": exact,
@@ -122,6 +130,13 @@ def main() -> None:
                 f"{t:.2f}": {"si_sdri_auto_minus_true": float(sweep_diff[t] / targets.sum()),
                              "macro_f1": detection_metrics(probs, targets, t, det.classes)["f1"]}
                 for t in sweep}
+    if args.class_thresholds:
+        chosen = best_class_thresholds(probs, targets, det.threshold)
+        report["class_thresholds"] = dict(zip(det.classes, chosen.tolist(), strict=True))
+        report["class_thresholds_macro_f1"] = detection_metrics(probs, targets, chosen,
+                                                                det.classes)["f1"]
+        with open(args.class_thresholds, "w") as fh:
+            json.dump(report["class_thresholds"], fh, indent=2)
     text = json.dumps(report, indent=2)
     print(text)
     if args.out:
@@ -131,15 +146,18 @@ def main() -> None:
 
 def auto_minus_true(sep: Separator, mix: np.ndarray, rate: int, sources: np.ndarray,
                     codes: list[str], probabilities: np.ndarray, classes: tuple[str, ...],
-                    thresholds: list[float]) -> dict[float, tuple[np.ndarray, np.ndarray]]:
-    """Per threshold: SI-SDR improvements (sources,) with the true list and with the detected one
-    (a missed source: 0 dB). Every distinct list is separated once."""
+                    thresholds: list) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Per threshold (one for all classes, or one per class (K,)): SI-SDR improvements
+    (sources,) with the true list and with the detected one (a missed source: 0 dB). Every
+    distinct list is separated once."""
     truth = frozenset(codes)
-    found = {t: frozenset(c for c, p in zip(classes, probabilities, strict=True) if p > t)
-             for t in thresholds}
-    if all(f == truth for f in found.values()):  # the same stems either way: nothing to separate
+    found = [frozenset(c for c, p, cut in zip(classes, probabilities,
+                                              np.broadcast_to(t, probabilities.shape),
+                                              strict=True) if p > cut)
+             for t in thresholds]
+    if all(f == truth for f in found):  # the same stems either way: nothing to separate
         zero = np.zeros(len(codes))
-        return {t: (zero, zero) for t in thresholds}
+        return [(zero, zero) for _ in thresholds]
     base = si_sdr(np.broadcast_to(mix, sources.shape), sources)
     gains: dict[frozenset, np.ndarray] = {}
 
@@ -151,7 +169,7 @@ def auto_minus_true(sep: Separator, mix: np.ndarray, rate: int, sources: np.ndar
         return gains[found]
 
     true = gain(truth)
-    return {t: (true, gain(found[t])) for t in thresholds}
+    return [(true, gain(f)) for f in found]
 
 
 if __name__ == "__main__":

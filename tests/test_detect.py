@@ -3,7 +3,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +19,13 @@ from cusep.config import build_config
 from cusep.errors import CusepError
 from cusep.export import export_run
 from cusep.instruments import CODES
-from cusep.metrics import average_precision, best_threshold, detection_metrics, f1_scores
+from cusep.metrics import (
+    average_precision,
+    best_class_thresholds,
+    best_threshold,
+    detection_metrics,
+    f1_scores,
+)
 from cusep.model import DetectorConfig, InstrumentDetector, attention_pool
 from cusep.spectral import SpectralConfig, features
 from cusep.train import Trainer, load_weights
@@ -143,6 +151,16 @@ def test_fit_export_load_round_trip(urmp_data: Path, tmp_path: Path, tiny_model_
     with pytest.raises(CusepError, match="must be in"):
         export_run(tmp_path / "run", tmp_path / "det-bad", threshold=1.5)
     assert not (tmp_path / "det-bad").exists()
+    per_class = dict(zip(CODES, np.linspace(0.1, 0.7, 13).round(2).tolist(), strict=True))
+    own = export_run(tmp_path / "run", tmp_path / "det-class", class_thresholds=per_class)
+    det = cusep.Detector(own, device="cpu")
+    assert det.model.config.class_thresholds == tuple(per_class.values())
+    assert det.thresholds == tuple(per_class.values())
+    assert cusep.Detector(own, device="cpu", threshold=0.4).thresholds == ()  # given: for all
+    for bad, needle in (({"vn": 0.3}, "every class"), ({**per_class, "vn": 0.0}, "(0, 1]")):
+        with pytest.raises(CusepError, match=re.escape(needle)):
+            export_run(tmp_path / "run", tmp_path / "det-bad", class_thresholds=bad)
+        assert not (tmp_path / "det-bad").exists()
     with pytest.raises(CusepError, match="'detector' model, not a separator"):
         load_model(out)
     with pytest.raises(CusepError, match="'separator' model, not a detector"):
@@ -184,6 +202,25 @@ def test_detector_windows_and_decisions(make_signal) -> None:
         det.detect(np.zeros((1, 0), np.float32), 22050)
     with pytest.raises(CusepError, match="NaN"):
         det.detect(np.full(5000, np.nan, np.float32), 22050)
+
+
+def test_class_thresholds_decide_each_class() -> None:
+    probs = np.array([[0.9, 0.35], [0.6, 0.7], [0.3, 0.1], [0.2, 0.2]])
+    targets = np.array([[1, 1], [1, 1], [0, 0], [0, 0]])
+    chosen = best_class_thresholds(probs, targets, fallback=0.5)
+    assert 0.3 <= chosen[0] < 0.6 and 0.2 <= chosen[1] < 0.35  # each class its own F1 = 1
+    assert detection_metrics(probs, targets, chosen, ("vn", "va"))["f1"] == 1.0
+    assert best_class_thresholds(probs, np.zeros_like(targets), 0.5).tolist() == [0.5, 0.5]
+    net = biased_detector(("vn", "cl"))  # both at sigmoid(6) = 0.9975
+    config = dataclasses.replace(net.config, class_thresholds=tuple(
+        0.999 if c == "cl" else 0.5 for c in CODES))
+    net.config = config
+    picky = cusep.Detector(net, device="cpu").detect(np.ones(22050, np.float32) * 0.1, 22050)
+    assert picky.detected == ("vn",) and picky.per_class  # cl is under its own threshold
+    assert "per-instrument thresholds" in picky.threshold_text()
+    assert json.loads(json.dumps(picky.to_dict()))["thresholds"]["cl"] == 0.999
+    with pytest.raises(ValueError, match="one value in"):
+        dataclasses.replace(config, class_thresholds=(0.5, 0.5))
 
 
 def test_separate_auto_api(tmp_path: Path, short_model_dir: Path, make_signal) -> None:

@@ -137,7 +137,7 @@ def detected_line(path: Path, result: DetectionResult) -> str:
     probs = result.confidences()
     found = ", ".join(f"{c} {probs[c]:.2f}"
                       for c in sorted(result.detected, key=lambda c: -probs[c])) or "nothing"
-    return f"detected in {escape(str(path))}: {found} (threshold {result.threshold:.2f})"
+    return f"detected in {escape(str(path))}: {found} ({result.threshold_text()})"
 
 
 @contextmanager

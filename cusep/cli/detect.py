@@ -22,13 +22,14 @@ if TYPE_CHECKING:  # torch loads when the command runs
 
 def render_table(path: Path, result: DetectionResult) -> Table:
     """Every class with its probability over the whole recording, most probable first."""
-    table = Table(title=escape(str(path)), caption=f"threshold {result.threshold:.2f}")
+    table = Table(title=escape(str(path)), caption=result.threshold_text())
     for col in ("", "instrument", "probability", ""):
         table.add_column(col)
     ranked = sorted(result.confidences().items(), key=lambda item: -item[1])
+    cut = result.cutoffs()
     for code, prob in ranked:
-        mark = "[green]*[/]" if prob > result.threshold else ""
-        bar = "#" * int(round(prob * 20))
+        mark = "[green]*[/]" if prob > cut[code] else ""
+        bar = "#" * int(round(prob * 20)) + (f" (> {cut[code]:.2f})" if result.per_class else "")
         table.add_row(mark, f"{code} ({BY_CODE[code].name})", f"{prob:.2f}", bar)
     return table
 

@@ -100,15 +100,22 @@ def register(app: typer.Typer) -> None:
             None, "--threshold",
             help="Detectors: the decision threshold to store (default: the one that maximised "
                  "validation macro-F1 at the best step)."),
+        class_thresholds: Path = typer.Option(
+            None, "--class-thresholds",
+            help="Detectors: a JSON {code: threshold} for every class, chosen on validation "
+                 "(scripts/eval_detect.py --class-thresholds)."),
     ) -> None:
         """Export a training run as a model directory.
 
         fp16 safetensors, config and model card; a detector run stores the validation threshold
-        that maximised macro-F1, or --threshold."""
-        from ..export import export_run
+        that maximised macro-F1, or --threshold, and --class-thresholds one per class."""
+        from ..export import export_run, read_json_object
 
+        per_class = None
+        if class_thresholds is not None:
+            per_class = read_json_object(class_thresholds, "--class-thresholds")
         path = export_run(run_dir, model_dir, weights=weights, metrics_file=metrics,
-                          notes_file=notes, threshold=threshold)
+                          notes_file=notes, threshold=threshold, class_thresholds=per_class)
         console.print(f"wrote {path}")
 
 
