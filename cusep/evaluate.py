@@ -45,6 +45,7 @@ from .data.urmp import (
     Piece,
     exclude_single_instrument,
     scan_urmp,
+    score_file,
     select_split,
 )
 from .errors import CusepError
@@ -420,12 +421,6 @@ def evaluate_piece(piece: Piece, separator: Separator, config: EvalConfig, metho
     return records
 
 
-def piece_score(piece: Piece) -> Path | None:
-    """The piece's score file, ``Sco_*.mid`` in its folder (None: none)."""
-    found = sorted(piece.folder.glob("Sco_*.mid"))
-    return found[0] if found else None
-
-
 def piece_notes(piece: Piece) -> Score | None:
     """The players' performed notes as URMP annotates them, ``Notes_<k>_<code>_*.txt`` for
     every player ``k`` (one part each, in player order; None: the piece has none)."""
@@ -458,7 +453,7 @@ def score_guide(piece: Piece, codes: Sequence[str], mix: np.ndarray, rate: int,
     its confidence)."""
     from .align import aligned_score
 
-    path, performed = piece_score(piece), piece_notes(piece)
+    path, performed = score_file(piece), piece_notes(piece)
     written = None
     if path is not None:
         try:  # URMP and cusep synth: one part per player, in player order

@@ -121,8 +121,8 @@ def export_run(run_dir: Path, model_dir: Path, weights: str = "best",
         "world_size": extra.get("world_size"),
         "batch_size": config.optim.batch_size,
         "command": extra.get("command"),
-        "mixing": config.mixing.__dict__,
-        "optim": config.optim.__dict__,
+        "mixing": dataclasses.asdict(config.mixing),
+        "optim": dataclasses.asdict(config.optim),
     }
     names = ("valid_map", "valid_f1", "valid_threshold", "valid_si_sdr", "valid_si_sdri",
              "valid_loss")

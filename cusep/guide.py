@@ -11,6 +11,11 @@ multiply the network's K masks (F = 1: the same gain for every frequency).
   strongest partial of any instrument at that bin, so a bin that only another instrument's notes
   explain goes to the other, and one that no note explains (noise, a wrong note) is left to the
   masks as it was.
+- ``none``: no gains; for a score-conditioned model (``ModelConfig.score_input``), which takes
+  the notes as :meth:`ScoreGuide.inputs` (per-class harmonic combs) instead.
+
+:func:`harmonic_combs` draws the partials of a note list on a frequency grid; training draws the
+(perturbed) notes of each source with it too, so the network sees at training what it gets here.
 """
 
 from __future__ import annotations
@@ -20,15 +25,61 @@ from typing import Literal
 
 import numpy as np
 
-from .score import Score, activity_at
+from .score import Score, ScoreNote, activity_at
 
-Prior = Literal["activity", "harmonic"]
-PRIORS: tuple[str, ...] = ("activity", "harmonic")
+Prior = Literal["activity", "harmonic", "none"]
+PRIORS: tuple[str, ...] = ("activity", "harmonic", "none")
+
+NoteArray = np.ndarray
+"""Notes as an array (N, 3): onset and offset in seconds, MIDI pitch; sorted by onset."""
+
+
+def note_array(notes: Sequence[ScoreNote]) -> NoteArray:
+    """Score notes -> (N, 3) float64 [onset, offset, pitch], sorted by onset."""
+    arr = np.array([(n.onset, n.offset, n.pitch) for n in notes], np.float64).reshape(-1, 3)
+    return arr[np.argsort(arr[:, 0], kind="stable")]
+
+
+def harmonic_combs(notes: NoteArray, freqs: np.ndarray, times: np.ndarray,
+                   tolerance: float = 0.0, width_cents: float = 50.0, harmonics: int = 40
+                   ) -> np.ndarray:
+    """(F, T) in [0, 1]: how close each frequency ``freqs`` (F,) is to a partial of a note
+    sounding at each time ``times`` (T,) (a Gaussian of ``width_cents`` around each of the
+    first ``harmonics`` partials, at least one bin wide; the largest over the notes). A note
+    sounds from ``tolerance`` s before its onset to as long after its offset."""
+    out = np.zeros((len(freqs), len(times)), np.float32)
+    if not len(notes) or not len(times):
+        return out
+    bin_hz = freqs[1] - freqs[0] if len(freqs) > 1 else 1.0
+    width = width_cents / 1200 * np.log(2)  # relative width of a partial
+    lo, hi = times[0] - tolerance, times[-1] + tolerance
+    first = int(np.searchsorted(notes[:, 0], lo - 30.0))  # notes may last long
+    for onset, offset, pitch in notes[first:]:
+        if onset > hi:
+            break
+        if offset < lo:
+            continue
+        span = (times >= onset - tolerance) & (times <= offset + tolerance)
+        if not span.any():
+            continue
+        f0 = 440.0 * 2 ** ((pitch - 69) / 12)
+        partials = f0 * np.arange(1, harmonics + 1)
+        partials = partials[partials < freqs[-1]]
+        if not len(partials):
+            continue
+        sigma = np.maximum(partials * width, bin_hz)
+        comb = np.exp(-0.5 * ((freqs[:, None] - partials[None]) / sigma[None]) ** 2
+                      ).max(axis=1)  # (F,)
+        out[:, span] = np.maximum(out[:, span], comb[:, None])
+    return out
 
 
 class ScoreGuide:
     """Gains from an aligned ``score`` for the instruments ``codes``, on the grid of a model
-    working at ``rate`` Hz with ``n_fft``/``hop`` and windows of ``frames`` STFT frames."""
+    working at ``rate`` Hz with ``n_fft``/``hop`` and windows of ``frames`` STFT frames.
+
+    ``prior="none"``: no gains (all ones); a score-conditioned model still gets the notes
+    through :meth:`inputs`."""
 
     def __init__(self, score: Score, codes: Sequence[str], rate: int, n_fft: int, hop: int,
                  frames: int, prior: Prior = "harmonic", tolerance: float = 0.15,
@@ -38,18 +89,23 @@ class ScoreGuide:
         self.codes, self.rate, self.hop, self.frames = tuple(codes), rate, hop, frames
         self.prior, self.tolerance, self.floor = prior, tolerance, floor
         self.freqs = np.arange(n_fft // 2 + 1) * rate / n_fft
-        self._bin_hz = rate / n_fft
-        self._width = width_cents / 1200 * np.log(2)  # relative width of a partial
+        self._width_cents = width_cents
         self._harmonics = harmonics
         self._spans = score.spans(self.codes, tolerance)
-        sources = score.sources()
-        self._notes = [sources.get(c, ()) for c in self.codes]
-        self._onsets = [np.array([n.onset for n in notes]) for notes in self._notes]
+        self._sources = {c: note_array(notes) for c, notes in score.sources().items()}
+        self._notes = [self._sources.get(c, np.zeros((0, 3))) for c in self.codes]
+
+    def _times(self, starts: np.ndarray) -> np.ndarray:
+        """Window starts (B,) in model samples -> the times of their frames (B, T) in s."""
+        starts = np.asarray(starts, np.float64)
+        return (starts[:, None] + np.arange(self.frames)[None] * self.hop) / self.rate
 
     def __call__(self, starts: np.ndarray) -> np.ndarray:
-        """Window starts (B,) in model samples -> gains (B, K, F, T), F = 1 for ``activity``."""
-        starts = np.asarray(starts, np.float64)
-        times = (starts[:, None] + np.arange(self.frames)[None] * self.hop) / self.rate
+        """Window starts (B,) in model samples -> gains (B, K, F, T), F = 1 for ``activity``
+        and ``none``."""
+        times = self._times(starts)
+        if self.prior == "none":
+            return np.ones((len(times), len(self.codes), 1, self.frames), np.float32)
         active = np.stack([activity_at(self._spans, t, self.tolerance) for t in times])
         if self.prior == "activity":
             return active[:, :, None, :]
@@ -58,26 +114,22 @@ class ScoreGuide:
         gains = (self.floor + combs) / (self.floor + strongest)
         return (gains * active[:, :, None, :]).astype(np.float32)
 
+    def inputs(self, starts: np.ndarray, classes: Sequence[str]) -> np.ndarray:
+        """What a score-conditioned network takes: for the windows that start at ``starts``
+        (B,) the harmonic combs of every class of ``classes`` (K_model) that the score plays
+        (zeros for the others), without tolerance -> (B, K_model, F, T)."""
+        times = self._times(starts)
+        out = np.zeros((len(times), len(classes), len(self.freqs), self.frames), np.float32)
+        for k, code in enumerate(classes):
+            notes = self._sources.get(code)
+            if notes is not None and len(notes):
+                for b, t in enumerate(times):
+                    out[b, k] = harmonic_combs(notes, self.freqs, t, 0.0, self._width_cents,
+                                               self._harmonics)
+        return out
+
     def _combs(self, times: np.ndarray) -> np.ndarray:
         """(K, F, T) in [0, 1]: how close each bin is to a partial of a note sounding then."""
-        out = np.zeros((len(self.codes), len(self.freqs), len(times)), np.float32)
-        lo, hi = times[0] - self.tolerance, times[-1] + self.tolerance
-        for k, (notes, onsets) in enumerate(zip(self._notes, self._onsets, strict=True)):
-            first = int(np.searchsorted(onsets, lo - 30.0))  # notes may last long
-            for note in notes[first:]:
-                if note.onset > hi:
-                    break
-                if note.offset < lo:
-                    continue
-                span = (times >= note.onset - self.tolerance) & \
-                       (times <= note.offset + self.tolerance)
-                if not span.any():
-                    continue
-                f0 = 440.0 * 2 ** ((note.pitch - 69) / 12)
-                partials = f0 * np.arange(1, self._harmonics + 1)
-                partials = partials[partials < self.freqs[-1]]
-                sigma = np.maximum(partials * self._width, self._bin_hz)
-                comb = np.exp(-0.5 * ((self.freqs[:, None] - partials[None]) / sigma[None]) ** 2
-                              ).max(axis=1)  # (F,)
-                out[k][:, span] = np.maximum(out[k][:, span], comb[:, None])
-        return out
+        return np.stack([harmonic_combs(notes, self.freqs, times, self.tolerance,
+                                        self._width_cents, self._harmonics)
+                         for notes in self._notes])

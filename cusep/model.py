@@ -61,6 +61,10 @@ class ModelConfig:
     dropout: float = 0.2
     spectral: SpectralConfig = field(default_factory=SpectralConfig)
     visual: VisualConfig | None = None
+    score_input: bool = False
+    """Score-conditioned: besides the mixture the network takes one more input channel per
+    instrument, the harmonic combs of its aligned notes on the network grid
+    (:func:`cusep.guide.harmonic_combs`; zeros for absent instruments)."""
 
     def __post_init__(self) -> None:
         if self.conditioning not in CONDITIONINGS:
@@ -80,6 +84,8 @@ class ModelConfig:
                                  f"visual.feature_dim ({self.visual.feature_dim})")
         elif self.conditioning == "final-multiply":
             raise ValueError("final-multiply needs a visual branch (model.visual)")
+        if self.score_input and self.visual is not None:
+            raise ValueError("score_input is for label (or no) conditioning, not visual models")
         elif self.conditioned and self.context_dim != len(self.instruments):
             raise ValueError(f"context_dim ({self.context_dim}) must equal the number of "
                              f"instruments ({len(self.instruments)}) for label conditioning")
@@ -87,6 +93,11 @@ class ModelConfig:
     @property
     def sources(self) -> int:
         return len(self.instruments)
+
+    @property
+    def in_channels(self) -> int:
+        """Input channels: the mixture, and one per instrument for a score-conditioned model."""
+        return 1 + self.sources * self.score_input
 
     @property
     def conditioned(self) -> bool:
@@ -137,10 +148,11 @@ class Decoder(nn.Module):
     The last level concatenates the network input and ends in a plain 3x3 conv (the logits).
     """
 
-    def __init__(self, channels: tuple[int, ...], outputs: int, dropout: float) -> None:
+    def __init__(self, channels: tuple[int, ...], outputs: int, dropout: float,
+                 in_channels: int = 1) -> None:
         super().__init__()
         enc = list(channels)  # encoder outputs, shallow to deep
-        skips = [1, *enc[:-1]][::-1]  # skip channels, deep to shallow; last is the input
+        skips = [in_channels, *enc[:-1]][::-1]  # skip channels, deep to shallow; last is the input
         outs = [*enc[:-1][::-1], outputs]
         self.levels = nn.ModuleList()
         cin = enc[-1]
@@ -168,8 +180,9 @@ class Decoder(nn.Module):
 class ConditionedUNet(nn.Module):
     """The paper's separation network.
 
-    forward(inp (B, 1, rows, T), context (B, context_dim) or None) -> masks (B, K, rows, T) in
-    [0, 1] (sigmoid of the logits). ``rows`` and ``T`` must be multiples of 2**len(channels).
+    forward(inp (B, C, rows, T), context (B, context_dim) or None) -> masks (B, K, rows, T) in
+    [0, 1] (sigmoid of the logits). C = ``config.in_channels``: the scaled mixture magnitude,
+    then for a score-conditioned model the K instruments' harmonic combs. ``rows`` and ``T`` must be multiples of 2**len(channels).
     A visual model takes ``visual=(crops or features, present)`` (:data:`VisualInput`) instead of
     ``context``: ``forward(inp, visual=(crops, present))``.
     """
@@ -181,7 +194,7 @@ class ConditionedUNet(nn.Module):
         film_enc = config.context_dim if cond == "film-encoder" else None
         self.encoder = nn.ModuleList(
             EncoderBlock(cin, cout, film_enc)
-            for cin, cout in zip((1, *ch[:-2]), ch[:-1], strict=True)
+            for cin, cout in zip((config.in_channels, *ch[:-2]), ch[:-1], strict=True)
         )
         self.bottleneck = nn.Conv2d(ch[-2], ch[-1], 4, stride=2, padding=1, bias=False)
         self.film_bottleneck = (
@@ -190,7 +203,7 @@ class ConditionedUNet(nn.Module):
         self.film_final = FiLM(config.context_dim, k) if cond == "film-final" else None
         outputs, count = (k, 1) if config.architecture == "unet" else (1, k)
         self.decoders = nn.ModuleList(
-            Decoder(ch, outputs, config.dropout) for _ in range(count)
+            Decoder(ch, outputs, config.dropout, config.in_channels) for _ in range(count)
         )
         self.visual = VisualEncoder(config.visual) if config.visual is not None else None
         self.instrument_head = (
@@ -238,6 +251,10 @@ class ConditionedUNet(nn.Module):
         cfg = self.config
         if cfg.conditioned and context is None:
             raise ValueError(f"a '{cfg.conditioning}' model needs a context vector")
+        if inp.shape[1] != cfg.in_channels:
+            raise ValueError(f"this model takes {cfg.in_channels} input channel(s), got "
+                             f"{inp.shape[1]}" + (" (the mixture and one score channel per "
+                                                  "instrument)" if cfg.score_input else ""))
         x, skips = inp, [inp]
         for block in self.encoder:
             x = block(x, context)

@@ -276,6 +276,10 @@ class Separator:
                              "conditioned: " + ("give it the video and boxes of the players"
                                                 if self.visual else "it takes no video frames"))
         spec = self.model.config.spectral
+        scored = self.model.config.score_input
+        if scored and getattr(guide, "inputs", None) is None:
+            raise CusepError(f"model '{self.name}' is score-conditioned: give it the score of "
+                             "the recording (--score FILE)")
         check_rate(sample_rate)
         if isinstance(audio, (np.ndarray, torch.Tensor)):
             audio = check_signal(audio, sample_rate, spec.n_fft, spec.sample_rate)
@@ -318,8 +322,10 @@ class Separator:
             frames = visual(np.asarray(batch, np.float64) / rate) if visual is not None else None
             gate = None if guide is None else torch.from_numpy(
                 np.asarray(guide(np.asarray(batch)), np.float32))
+            notes = torch.from_numpy(guide.inputs(np.asarray(batch), self.instruments)) \
+                if scored else None
             out = self._process(model_in, chunk, context, index, sample_rate, frames,
-                                rest, gate).numpy()
+                                rest, gate, notes).numpy()
             for o, stems in zip(offsets, out, strict=True):
                 end = o + seg_in
                 if end - base > acc.shape[-1]:
@@ -346,16 +352,20 @@ class Separator:
     def _process(self, model_in: torch.Tensor, chunk: torch.Tensor, context: torch.Tensor,
                  index: torch.Tensor, sample_rate: int,
                  frames: tuple[torch.Tensor, torch.Tensor] | None = None,
-                 rest: bool = False, gate: torch.Tensor | None = None) -> torch.Tensor:
+                 rest: bool = False, gate: torch.Tensor | None = None,
+                 notes: torch.Tensor | None = None) -> torch.Tensor:
         """model_in (B, seg) at the model rate, chunk (B, C, seg_in) at the input rate, frames
         (crops, present) for a visual model -> stems (B, K, C, seg_in) on the CPU (K + 1 with
         ``rest``: its mask is what the named masks leave, 1 - their sum, floored at 0).
-        ``gate`` (B, K, F or 1, T): multiplies the K masks."""
+        ``gate`` (B, K, F or 1, T): multiplies the K masks. ``notes`` (B, K_model, F, T): a
+        score-conditioned model's harmonic combs (:meth:`cusep.guide.ScoreGuide.inputs`)."""
         spec = self.model.config.spectral
         model_in, chunk = model_in.to(self.device), chunk.to(self.device)
         bsz = model_in.shape[0]
         mag = stft(model_in, spec.n_fft, spec.hop).abs()
         inp = scale_magnitude(to_grid(mag, spec), spec.mag_scale).unsqueeze(1)
+        if notes is not None:
+            inp = torch.cat([inp, to_grid(notes.to(self.device), spec)], dim=1)
         ctx = context.expand(bsz, -1)
         seen = None if frames is None else (frames[0].to(self.device), frames[1].to(self.device))
         if self.device.type == "cpu":

@@ -29,6 +29,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.distributed as dist
 from safetensors.torch import load_file, save_file
@@ -40,6 +41,7 @@ from .config import TrainConfig, config_from_dict
 from .data.banks import load_banks
 from .data.mixing import Batch, MixingConfig, MixtureSampler, StemBank, make_generator
 from .errors import CusepError
+from .guide import NoteArray, harmonic_combs
 from .metrics import detection_metrics, si_sdr
 from .model import VisualInput, build_network
 from .runtime import autocast_dtype, resolve_device, tune_cpu_allocator
@@ -73,11 +75,14 @@ class Targets:
     src_mag: torch.Tensor
 
 
-def make_targets(batch: Batch, spec: SpectralConfig) -> Targets:
+def make_targets(batch: Batch, spec: SpectralConfig, score: torch.Tensor | None = None
+                 ) -> Targets:
     """Ratio masks |S_i| / sum_j |S_j| and binary masks [|S_i| >= |X| - |S_i|] of a batch.
 
     Only the source rows that hold a signal go through the STFT (a mixture uses a few of the
-    classes); the silent ones, absent sources above all, have zero magnitudes.
+    classes); the silent ones, absent sources above all, have zero magnitudes. ``score``
+    (B, K, rows, T): a score-conditioned model's further input channels (:func:`score_inputs`),
+    after the mixture's.
     """
     mix_spec = stft(batch.mix, spec.n_fft, spec.hop)
     mix_mag = to_grid(mix_spec.abs(), spec)
@@ -95,7 +100,24 @@ def make_targets(batch: Batch, spec: SpectralConfig) -> Targets:
     binary = torch.zeros_like(src_mag)
     binary[used] = (mag >= mix_mag[item] - mag).float() * (mag > MAG_FLOOR)
     inp = scale_magnitude(mix_mag, spec.mag_scale).unsqueeze(1)
+    if score is not None:
+        inp = torch.cat([inp, score.to(inp.device, inp.dtype)], dim=1)
     return Targets(inp, ratio, binary, mix_spec, mix_mag.unsqueeze(1), src_mag)
+
+
+def score_inputs(notes: list[list[tuple[int, NoteArray]]], classes: int, spec: SpectralConfig,
+                 frames: int) -> torch.Tensor:
+    """The notes of a batch (:attr:`Batch.notes`) as a score-conditioned network takes them:
+    the harmonic combs of each class's notes at the ``frames`` STFT frames of a segment, on the
+    network grid -> (B, classes, rows, frames); what :meth:`cusep.guide.ScoreGuide.inputs` gives
+    at separation."""
+    freqs = np.arange(spec.bins) * spec.sample_rate / spec.n_fft
+    times = np.arange(frames) * spec.hop / spec.sample_rate
+    out = np.zeros((len(notes), classes, spec.bins, frames), np.float32)
+    for b, item in enumerate(notes):
+        for c, arr in item:
+            out[b, c] = harmonic_combs(arr, freqs, times)
+    return to_grid(torch.from_numpy(out), spec)
 
 
 def separation_loss(model: torch.nn.Module, t: Targets, context: torch.Tensor | None, kind: str,
@@ -190,12 +212,15 @@ class Trainer:
                                         threshold=self.config.detector.threshold)
         else:
             saved = model_dir.model_config
+            if self.config.model.score_input and not saved.score_input:
+                saved = dataclasses.replace(saved, score_input=True)  # widened below
         if model_dir.kind != ("detector" if self.detect else "separator") \
                 or saved != self.config.network:
             raise CusepError(f"--set init={spec}: that model's config differs from this run's "
                              "model section; use the same preset")
-        self.model.load_state_dict({k: v.float() if v.is_floating_point() else v
-                                    for k, v in load_weights(model_dir.weights).items()})
+        weights = {k: v.float() if v.is_floating_point() else v
+                   for k, v in load_weights(model_dir.weights).items()}
+        self.model.load_state_dict(widen_inputs(weights, self.model.state_dict()))
 
     # -- data ----------------------------------------------------------------------------------
     def _data(self) -> tuple[MixtureSampler, list[Batch]]:
@@ -206,18 +231,34 @@ class Trainer:
 
             def encode(track):  # a frozen backbone runs once per crop, at load time
                 return encode_track(track, self.model.visual, self.device)
+        notes = self.scored
         train_bank, valid_bank = load_banks(cfg.data, cfg.spectral.sample_rate,
                                             self.log if self.main else (lambda s: None),
-                                            visual=self.visual_config, encode=encode)
+                                            visual=self.visual_config, encode=encode,
+                                            notes=notes)
         classes, visual = cfg.classes, self.visual_config
-        train = MixtureSampler(train_bank.to(self.device), cfg.mixing, classes, visual)
+        train = MixtureSampler(train_bank.to(self.device), cfg.mixing, classes, visual, notes)
         valid = MixtureSampler(valid_bank.to(self.device), validation_mixing(cfg, valid_bank),
-                               classes, visual)
+                               classes, visual, notes)
         gen = make_generator(cfg.optim.seed + 1_000_003, 0, self.device)
         size = cfg.optim.batch_size
         items = [valid.draw(min(size, cfg.optim.valid_items - i), gen)
                  for i in range(0, cfg.optim.valid_items, size)]
         return train, items
+
+    @property
+    def scored(self) -> bool:
+        """True when the network is score-conditioned (it takes the sources' notes)."""
+        return not self.detect and self.config.model.score_input
+
+    def _targets(self, batch: Batch) -> Targets:
+        """make_targets of a batch, with the score channels for a score-conditioned model."""
+        spec = self.config.model.spectral
+        score = None
+        if self.scored:
+            score = score_inputs(batch.notes or [], self.config.model.sources, spec,
+                                 spec.frames)
+        return make_targets(batch, spec, score)
 
     @property
     def visual_config(self):
@@ -297,7 +338,7 @@ class Trainer:
         batch = self.train_sampler.draw(cfg.optim.batch_size, self.generator)
         if self.detect:
             return self._update(self._detection_loss(batch)[0])
-        t = make_targets(batch, cfg.model.spectral)
+        t = self._targets(batch)
         inp = t.inp.contiguous(memory_format=torch.channels_last) if self.channels_last else t.inp
         t = Targets(inp, t.ratio, t.binary, t.mix_spec, t.mix_mag, t.src_mag)
         visual = self._visual(batch)
@@ -350,7 +391,7 @@ class Trainer:
         self.model.eval()
         losses, scores, gains = [], [], []
         for batch in self.valid_set:
-            t = make_targets(batch, cfg.model.spectral)
+            t = self._targets(batch)
             visual = self._visual(batch)
             with self._autocast():
                 losses.append(float(separation_loss(self.model, t, batch.present, cfg.optim.loss,
@@ -487,6 +528,28 @@ def validation_mixing(cfg: TrainConfig, bank: StemBank) -> MixingConfig:
     return dataclasses.replace(cfg.mixing, ensemble_ratio=1.0 if ensembles else 0.0,
                                gain_db=(0.0, 0.0), noise_std=0.0, normalise="rms",
                                ensemble_subset=False, unlabelled=0.0)
+
+
+def widen_inputs(saved: dict[str, torch.Tensor], target: dict[str, torch.Tensor]
+                 ) -> dict[str, torch.Tensor]:
+    """Weights of a mixture-only network for its score-conditioned twin: a conv that takes the
+    network input (the first encoder conv, the last decoder level) gets zero weights for the
+    new score channels, which follow the mixture's channel, so the twin starts as the original.
+    Other weights are returned as they are."""
+    out = dict(saved)
+    for key, weight in saved.items():
+        want = target.get(key)
+        if want is None or want.shape == weight.shape or weight.dim() != 4 \
+                or want.shape[0] != weight.shape[0] or want.shape[2:] != weight.shape[2:]:
+            continue
+        extra = want.shape[1] - weight.shape[1]
+        if extra <= 0:
+            continue
+        wide = weight.new_zeros(want.shape)
+        wide[:, :1] = weight[:, :1]
+        wide[:, 1 + extra:] = weight[:, 1:]
+        out[key] = wide
+    return out
 
 
 def save_weights(path: Path, model: torch.nn.Module) -> None:

@@ -11,6 +11,7 @@ import torch
 
 from cusep.checkpoint import save_model_dir
 from cusep.model import ConditionedUNet, ModelConfig
+from cusep.score import Score, ScoreNote, ScorePart, write_midi
 from cusep.spectral import SpectralConfig
 
 TINY_CHANNELS = (8, 16, 32, 64)
@@ -100,24 +101,28 @@ def cli(capsys: pytest.CaptureFixture[str]) -> RunCli:
 TIMBRES = {"vn": [1, 0.5, 0.3, 0.2], "vc": [1, 0.3, 0.6], "fl": [1, 0.1], "tpt": [1, 0.8, 0.7, 0.6]}
 
 
-def _tone(code: str, n: int, rng: np.random.Generator, rate: int = 11025) -> np.ndarray:
-    """A melody of random harmonic notes with the partials of TIMBRES[code]: (n,)."""
+def _tone(code: str, n: int, rng: np.random.Generator, rate: int = 11025
+          ) -> tuple[np.ndarray, list[ScoreNote]]:
+    """A melody of random harmonic notes with the partials of TIMBRES[code]: (n,), and its
+    notes (each at the MIDI pitch nearest its frequency)."""
     t = np.arange(n) / rate
-    out, pos = np.zeros(n), 0
+    out, pos, notes = np.zeros(n), 0, []
     while pos < n:
         length = int(rate * rng.uniform(0.15, 0.4))
         f0 = rng.uniform(150, 700)
         note = sum(a * np.sin(2 * np.pi * f0 * (k + 1) * t[:length])
                    for k, a in enumerate(TIMBRES[code]))
         out[pos:pos + length] += note[: n - pos]
+        notes.append(ScoreNote(pos / rate, min(pos + length, n) / rate,
+                               int(round(69 + 12 * np.log2(f0 / 440)))))
         pos += length
-    return (0.2 * out / np.abs(out).max()).astype(np.float32)
+    return (0.2 * out / np.abs(out).max()).astype(np.float32), notes
 
 
 @pytest.fixture(scope="session")
 def urmp_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Six small rendered-style pieces (2-3 synthetic instruments, 3 s, 11025 Hz) in the URMP
-    layout, as ``cusep synth`` writes them."""
+    layout, as ``cusep synth`` writes them (with their scores, ``Sco_*.mid``)."""
     import soundfile as sf
 
     root = tmp_path_factory.mktemp("urmp_data")
@@ -128,7 +133,12 @@ def urmp_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
         name = f"{i + 1:04d}_work{i}_" + "_".join(chosen)
         folder = root / name
         folder.mkdir()
-        stems = [_tone(c, 11025 * 3, rng) for c in chosen]
+        stems, parts = [], []
+        for code in chosen:
+            stem, notes = _tone(code, 11025 * 3, rng)
+            stems.append(stem)
+            parts.append(ScorePart(code, None, code, tuple(notes)))
+        write_midi(Score(folder / f"Sco_{name}.mid", tuple(parts)), folder / f"Sco_{name}.mid")
         for k, (code, stem) in enumerate(zip(chosen, stems, strict=True)):
             sf.write(folder / f"AuSep_{k + 1}_{code}_{i + 1:04d}_work{i}.wav", stem, 11025)
         sf.write(folder / f"AuMix_{name}.wav", sum(stems), 11025)

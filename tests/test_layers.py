@@ -26,7 +26,7 @@ LAYERS: list[tuple[str, ...]] = [
     # applications
     ("detect", "separate", "video_separate"),
     # dataset layouts and data synthesis
-    ("data", "data.urmp", "data.solos", "data.banks", "data.frames", "data.mixing",
+    ("data", "data.urmp", "data.solos", "data.banks", "data.frames", "data.mixing", "data.perturb",
      "data.recording", "data.sampler", "data.scores", "data.synth", "data.synth_video"),
     # configs and score alignment (which renders the score with data.synth)
     ("config", "align"),

@@ -74,13 +74,17 @@ def train_valid(data: DataLayout, scan: Callable[[tuple[str, ...]], Any],
 
 
 def load_banks(data: DataLayout, rate: int, log: Log, visual: VisualConfig | None = None,
-               encode: Callable | None = None) -> tuple[StemBank, StemBank]:
+               encode: Callable | None = None, notes: bool = False
+               ) -> tuple[StemBank, StemBank]:
     """Training and validation audio at ``rate`` as ``data`` says (validation split off if not
     given); with ``visual`` also the player crops, each source's passed through ``encode``
-    (e.g. to backbone features) when given."""
+    (e.g. to backbone features) when given; with ``notes`` the pieces' scores (URMP layout)."""
     if not data.train:
         raise CusepError("no training data given; pass --data DIR (URMP layout, e.g. made by "
                          "'cusep synth') or set data.train in the preset")
+    if notes and (visual is not None or data.layout != "urmp"):
+        raise CusepError("a score-conditioned model trains on URMP-layout pieces with their "
+                         "Sco_*.mid scores (as 'cusep synth' writes them), without video")
     if visual is not None:
         train, valid = _visual_banks(data, rate, visual, log, encode or (lambda track: track))
     elif data.layout == "solos":
@@ -89,7 +93,8 @@ def load_banks(data: DataLayout, rate: int, log: Log, visual: VisualConfig | Non
     else:
         pieces, valid_pieces = train_valid(data, lambda roots: urmp_pieces(roots)[0],
                                            split_pieces)
-        train, valid = StemBank.from_urmp(pieces, rate), StemBank.from_urmp(valid_pieces, rate)
+        train = StemBank.from_urmp(pieces, rate, notes=notes)
+        valid = StemBank.from_urmp(valid_pieces, rate, notes=notes)
     _check_banks(train, valid, log)
     return train, valid
 

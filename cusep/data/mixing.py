@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
@@ -23,8 +23,11 @@ import numpy as np
 import torch
 
 from ..errors import CusepError
+from ..guide import NoteArray, note_array
 from ..instruments import CODES
-from .urmp import Piece
+from ..score import read_score
+from .perturb import ScorePerturbation, perturb_notes
+from .urmp import Piece, score_file
 
 if TYPE_CHECKING:
     from ..visual import VisualConfig
@@ -83,6 +86,10 @@ class StemBank:
     (:class:`~cusep.data.frames.FrameTrack`, always on the CPU): ``piece_frames`` (one tuple per
     piece, rows in the order of its codes) and ``solo_frames`` (parallel to ``solos``); both
     None for audio-only banks.
+
+    Banks for score-conditioned training hold every piece source's notes too: ``piece_notes``
+    (one tuple per piece, rows in the order of its codes, each a :data:`~cusep.guide.NoteArray`
+    in seconds of the piece); None otherwise.
     """
 
     def __init__(
@@ -94,8 +101,10 @@ class StemBank:
         skipped: list[tuple[Path, str]] | None = None,
         piece_frames: list[tuple[FrameTrack, ...]] | None = None,
         solo_frames: dict[str, list[FrameTrack]] | None = None,
+        piece_notes: list[tuple[NoteArray, ...]] | None = None,
     ) -> None:
         self.pieces = list(pieces or [])
+        self.piece_notes = list(piece_notes) if piece_notes is not None else None
         self.solos = {c: list(v) for c, v in (solos or {}).items() if v}
         self.piece_frames = list(piece_frames) if piece_frames is not None else None
         self.solo_frames = (
@@ -118,18 +127,28 @@ class StemBank:
         progress: bool = False,
         dtype: torch.dtype = torch.float32,
         frames: Callable[[Piece, float], Mapping[str, FrameTrack]] | None = None,
+        notes: bool = False,
     ) -> StemBank:
         """Read every piece's tracks; a piece with an unreadable track is skipped whole.
 
         ``frames(piece, seconds)``: its sources' cached crops (a bank for visual training); a
-        piece whose frames cannot be read is skipped too.
+        piece whose frames cannot be read is skipped too. ``notes``: read each piece's score
+        (``Sco_*.mid``, one part per player) into its sources' notes (a bank for
+        score-conditioned training); a piece without a readable one is skipped.
         """
         read_errors = _read_errors()
         out: list[tuple[tuple[str, ...], torch.Tensor]] = []
         names: list[str] = []
         skipped: list[tuple[Path, str]] = []
         piece_frames: list[tuple[FrameTrack, ...]] = []
+        piece_notes: list[tuple[NoteArray, ...]] = []
         for piece in _progress(pieces, progress, "reading pieces"):
+            if notes:
+                try:
+                    piece_notes.append(_piece_notes(piece))
+                except (CusepError, *read_errors) as exc:
+                    skipped.append((piece.folder, str(exc)))
+                    continue
             rows: list[torch.Tensor] = []
             failed = False
             for tracks in piece.sources.values():
@@ -147,6 +166,8 @@ class StemBank:
                     break
                 rows.append(total)
             if failed:
+                if notes:
+                    piece_notes.pop()
                 continue
             length = max(r.numel() for r in rows)
             if frames is not None:
@@ -154,6 +175,8 @@ class StemBank:
                     tracks = frames(piece, length / sample_rate)
                 except read_errors as exc:
                     skipped.append((piece.folder, f"{type(exc).__name__}: {exc}"))
+                    if notes:
+                        piece_notes.pop()
                     continue
                 piece_frames.append(tuple(tracks[c] for c in piece.instruments))
             stacked = torch.zeros(len(rows), length, dtype=dtype)
@@ -162,7 +185,8 @@ class StemBank:
             out.append((piece.instruments, stacked))
             names.append(piece.name)
         return cls(out, None, sample_rate, names, skipped,
-                   piece_frames if frames is not None else None)
+                   piece_frames if frames is not None else None,
+                   piece_notes=piece_notes if notes else None)
 
     @classmethod
     def from_solos(
@@ -211,6 +235,7 @@ class StemBank:
             for c, v in b.solos.items():
                 solos.setdefault(c, []).extend(v)
         visual = all(b.has_frames for b in banks)
+        scored = all(b.piece_notes is not None for b in banks)
         solo_frames: dict[str, list[FrameTrack]] = {}
         for b in banks if visual else ():
             for c, v in (b.solo_frames or {}).items():
@@ -223,6 +248,7 @@ class StemBank:
             [s for b in banks for s in b.skipped],
             [f for b in banks for f in b.piece_frames or ()] if visual else None,
             solo_frames if visual else None,
+            [n for b in banks for n in b.piece_notes or ()] if scored else None,
         )
 
     @property
@@ -248,6 +274,7 @@ class StemBank:
             self.skipped,
             self.piece_frames,
             self.solo_frames,
+            self.piece_notes,
         )
 
     @property
@@ -270,6 +297,15 @@ class StemBank:
 
     def __len__(self) -> int:
         return len(self.pieces) + sum(len(v) for v in self.solos.values())
+
+
+def _piece_notes(piece: Piece) -> tuple[NoteArray, ...]:
+    """The notes of each source of a piece (in the order of its codes) from its score."""
+    path = score_file(piece)
+    if path is None:
+        raise CusepError(f"no Sco_*.mid score in {piece.folder}")
+    sources = read_score(path, [t.instrument for t in piece.tracks]).sources()
+    return tuple(note_array(sources.get(c, ())) for c in piece.instruments)
 
 
 def _add_padded(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -312,6 +348,8 @@ class MixingConfig:
     named (``present``); the others stay in the mix unnamed, as the *rest* that
     ``--instruments vn --rest`` leaves over. Their masks are zeroed by label conditioning, so
     the named masks learn their share of the whole mixture."""
+    score: ScorePerturbation = field(default_factory=ScorePerturbation)
+    """Score-conditioned training: how each source's notes are perturbed (as alignment errs)."""
 
     def __post_init__(self) -> None:
         if self.segment < 1:
@@ -341,6 +379,10 @@ class Batch:
     crops uint8 (B, P, F, 3, S, S) (P: the most players of any item, F: frames per player; or
     float16 backbone features (B, P, F, Db) for a frozen backbone) and players (B, P) bool, True
     for real players (the rest is padding).
+
+    Batches for score-conditioned training carry each item's notes: ``notes`` one list per item
+    of (class index, :data:`~cusep.guide.NoteArray` in seconds from the segment's start, as
+    perturbed), for the named sources.
     """
 
     mix: torch.Tensor
@@ -349,10 +391,12 @@ class Batch:
     n_sources: torch.Tensor
     crops: torch.Tensor | None = None
     players: torch.Tensor | None = None
+    notes: list[list[tuple[int, NoteArray]]] | None = None
 
     def to(self, device: str | torch.device) -> Batch:
         return Batch(*(t.to(device) if t is not None else None for t in (
-            self.mix, self.sources, self.present, self.n_sources, self.crops, self.players)))
+            self.mix, self.sources, self.present, self.n_sources, self.crops, self.players)),
+            notes=self.notes)
 
 
 class _Uniforms:
@@ -392,16 +436,22 @@ class MixtureSampler:
     Piece sources whose instrument is not in ``classes`` are left out of ensemble mixtures
     (there is no target row for them). With ``visual`` (the model's VisualConfig) every batch
     also carries the crops of each source's players at the frame times of its segment; the bank
-    must then hold frames (:attr:`StemBank.has_frames`).
+    must then hold frames (:attr:`StemBank.has_frames`). With ``notes`` every batch carries the
+    perturbed notes of its sources (:attr:`Batch.notes`); the bank must hold them
+    (:attr:`StemBank.piece_notes`) and no solos.
     """
 
     def __init__(
         self, bank: StemBank, config: MixingConfig, classes: Sequence[str] = CODES,
-        visual: VisualConfig | None = None,
+        visual: VisualConfig | None = None, notes: bool = False,
     ) -> None:
         if visual is not None and not bank.has_frames:
             raise CusepError("a visually conditioned model needs training data with video "
                              "frames (Solos frames/ or URMP Vid_*.mp4 + boxes.json)")
+        if notes and (bank.piece_notes is None or bank.solos):
+            raise CusepError("a score-conditioned model needs multitrack pieces with their "
+                             "scores (URMP layout with Sco_*.mid, as 'cusep synth' writes)")
+        self.notes = notes
         self.bank = bank
         self.config = config
         self.visual = visual
@@ -411,17 +461,21 @@ class MixtureSampler:
         index = {c: i for i, c in enumerate(self.classes)}
         self._stems: list[torch.Tensor] = []
         self._frames: list[FrameTrack | None] = []
+        self._notes: list[NoteArray | None] = []
         self._energy: list[torch.Tensor] = []
         self._by_class: dict[int, list[int]] = {}
         # ensemble pool: (class indices, stem ids, length)
         self._pieces: list[tuple[list[int], list[int], int]] = []
         piece_frames = bank.piece_frames or [None] * len(bank.pieces)
-        for (codes, audio), frames in zip(bank.pieces, piece_frames, strict=True):
+        piece_notes = bank.piece_notes or [None] * len(bank.pieces)
+        for (codes, audio), frames, notes_ in zip(bank.pieces, piece_frames, piece_notes,
+                                                  strict=True):
             cls_ids, stem_ids = [], []
             for row, code in enumerate(codes):
                 if code not in index or audio.shape[1] == 0:
                     continue
-                sid = self._add_stem(audio[row], index[code], frames[row] if frames else None)
+                sid = self._add_stem(audio[row], index[code], frames[row] if frames else None,
+                                     notes_[row] if notes_ else None)
                 cls_ids.append(index[code])
                 stem_ids.append(sid)
             if len(cls_ids) >= config.min_sources:
@@ -445,10 +499,11 @@ class MixtureSampler:
         self._piece_cdf = (lengths.cumsum(0) / lengths.sum()).tolist() if self._pieces else []
 
     def _add_stem(self, audio: torch.Tensor, class_id: int,
-                  frames: FrameTrack | None = None) -> int:
+                  frames: FrameTrack | None = None, notes: NoteArray | None = None) -> int:
         sid = len(self._stems)
         self._stems.append(audio)
         self._frames.append(frames)
+        self._notes.append(notes)
         n = audio.numel() // _BLOCK * _BLOCK
         blocks = audio[:n].float().reshape(-1, _BLOCK).pow(2).sum(1).double().cpu()
         self._energy.append(torch.cat([torch.zeros(1, dtype=torch.float64), blocks.cumsum(0)]))
@@ -582,7 +637,17 @@ class MixtureSampler:
             noise = torch.randn(batch_size, length, generator=generator, device=generator.device)
             mix = mix + cfg.noise_std * noise.to(self.device)
         crops, players = self._crops(items) if self.visual is not None else (None, None)
-        return Batch(mix, sources, present.to(self.device), n_sources, crops, players)
+        notes = self._perturbed_notes(items, present, u) if self.notes else None
+        return Batch(mix, sources, present.to(self.device), n_sources, crops, players, notes)
+
+    def _perturbed_notes(self, items: list[list[tuple[int, int, int]]], present: torch.Tensor,
+                         u: _Uniforms) -> list[list[tuple[int, NoteArray]]]:
+        """The named sources' notes in each item's segment, perturbed (``config.score``)."""
+        rate, length = self.bank.sample_rate, self.config.segment / self.bank.sample_rate
+        named = present.bool().tolist()
+        return [[(c, perturb_notes(self._notes[sid], off / rate, length, self.config.score, u))
+                 for c, sid, off in item if named[b][c]]
+                for b, item in enumerate(items)]
 
     def _unname(self, items: list[list[tuple[int, int, int]]], present: torch.Tensor,
                 u: _Uniforms) -> None:

@@ -184,6 +184,13 @@ def scan_urmp(root: str | Path, *, require_mix: bool = False) -> list[Piece]:
     return pieces
 
 
+def score_file(piece: Piece) -> Path | None:
+    """The piece's score, ``Sco_*.mid`` in its folder (one part per player, in player order, as
+    URMP and ``cusep synth`` write it); None: it has none."""
+    found = sorted(piece.folder.glob("Sco_*.mid"))
+    return found[0] if found else None
+
+
 def exclude_single_instrument(pieces: Iterable[Piece]) -> list[Piece]:
     """Drop pieces whose players all play one instrument (the four URMP duets of one kind)."""
     return [p for p in pieces if len(p.instruments) > 1]
