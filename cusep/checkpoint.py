@@ -11,10 +11,10 @@ pulled from the Hub:
 
 ``registry.json`` maps short names to ``{"path": "<dir relative to the registry>"}`` or
 ``{"repo_id": "org/name", "revision": "<40-hex commit>"}``; any entry may add ``"sha256"`` of its
-``model.safetensors`` (checked at load), and the file may name a ``"default"`` model and a
-default ``"detector"``::
+``model.safetensors`` (checked at load), and the file may name a ``"default"`` model, a
+default ``"detector"`` and a ``"score"`` model (the default separator of ``--score``)::
 
-    {"default": "label-v1", "detector": "detect-v1",
+    {"default": "label-v1", "detector": "detect-v1", "score": "score-v1",
      "label-v1": {"path": "cusep-label-v1", "sha256": "..."},
      "detect-v1": {"path": "cusep-detect-v1"}}
 """
@@ -213,6 +213,8 @@ def default_card(config: dict) -> str:
             "",
             f"- architecture: {config.get('architecture')}",
             f"- conditioning: {config.get('conditioning')}",
+            *(["- score input: the aligned notes of each instrument (needs --score)"]
+              if config.get("score_input") else []),
             f"- instruments: {', '.join(config.get('instruments', ()))}",
             f"- cusep version: {config.get('cusep_version')}",
         ]
@@ -256,7 +258,7 @@ def load_detector(
     ``"detector"`` entry."""
     if spec is None:
         reg_path = _registry_path(registry)
-        detector = _read_registry(reg_path)[2] if reg_path else None
+        detector = _read_registry(reg_path)[1]["detector"] if reg_path else None
         if detector is None:
             raise CusepError(f"no default detector in the registry "
                              f"({reg_path or 'no registry.json found'}); pass --model DIR")
@@ -332,7 +334,8 @@ def resolve_model(
     if isinstance(spec, ModelDir):
         return spec
     reg_path = _registry_path(registry)
-    entries, default, _ = _read_registry(reg_path) if reg_path else ({}, None, None)
+    entries, roles = _read_registry(reg_path) if reg_path else ({}, dict.fromkeys(ROLES))
+    default = roles["default"]
     if spec is None:
         if default is None:
             where = reg_path or "no registry.json found"
@@ -499,16 +502,28 @@ def _registry_path(registry: str | Path | None) -> Path | None:
     return path
 
 
-def _read_registry(path: Path) -> tuple[dict[str, dict], str | None, str | None]:
-    """-> (entries by name, default model name, default detector name)."""
+ROLES = ("default", "detector", "score")
+"""What a registry may name besides its models: the default separator, the default detector and
+the default separator of score-informed separation."""
+
+
+def role_model(role: str, registry: str | Path | None = None) -> str | None:
+    """The model the registry names for ``role`` (one of :data:`ROLES`); None: none named or no
+    registry."""
+    reg_path = _registry_path(registry)
+    return _read_registry(reg_path)[1][role] if reg_path else None
+
+
+def _read_registry(path: Path) -> tuple[dict[str, dict], dict[str, str | None]]:
+    """-> (entries by name, the model named for each of :data:`ROLES` or None)."""
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise CusepError(f"model registry {path} is not valid JSON ({exc}); fix it") from None
     if not isinstance(data, dict):
         raise CusepError(f"model registry {path} must hold a JSON object; fix it")
-    default, detector = data.get("default"), data.get("detector")
-    entries = {k: v for k, v in data.items() if k not in ("default", "detector")}
+    roles = {r: data.get(r) for r in ROLES}
+    entries = {k: v for k, v in data.items() if k not in ROLES}
     for name, entry in entries.items():
         local = isinstance(entry, dict) and isinstance(entry.get("path"), str)
         hub = (isinstance(entry, dict) and isinstance(entry.get("repo_id"), str)
@@ -519,13 +534,11 @@ def _read_registry(path: Path) -> tuple[dict[str, dict], str | None, str | None]
         if hub and not local and not _COMMIT.fullmatch(entry["revision"]):
             raise CusepError(f"registry entry '{name}' in {path} must pin a 40-hex commit "
                              f"revision, not '{entry['revision']}'; fix the registry")
-    if default is not None and default not in entries:
-        raise CusepError(f"registry default '{default}' in {path} is not one of its models "
-                         f"({', '.join(sorted(entries)) or 'none'}); fix the registry")
-    if detector is not None and detector not in entries:
-        raise CusepError(f"registry detector '{detector}' in {path} is not one of its models "
-                         f"({', '.join(sorted(entries)) or 'none'}); fix the registry")
-    return entries, default, detector
+    for role, name in roles.items():
+        if name is not None and name not in entries:
+            raise CusepError(f"registry {role} '{name}' in {path} is not one of its models "
+                             f"({', '.join(sorted(entries)) or 'none'}); fix the registry")
+    return entries, roles
 
 
 def list_models(registry: str | Path | None = None) -> list[dict[str, Any]]:
@@ -538,7 +551,8 @@ def list_models(registry: str | Path | None = None) -> list[dict[str, Any]]:
     reg_path = _registry_path(registry)
     if reg_path is None:
         return []
-    entries, default, _ = _read_registry(reg_path)
+    entries, roles = _read_registry(reg_path)
+    default = roles["default"]
     rows = []
     for name, entry in entries.items():
         if "path" in entry:
@@ -586,5 +600,6 @@ __all__ = [
     "list_models",
     "sha256_file",
     "default_registry",
+    "role_model",
     "default_card",
 ]

@@ -604,8 +604,12 @@ def run_settings(model: ModelDir, data: Path, dataset: str, config: EvalConfig, 
         "score": (None if config.score == "none" else
                   {"mode": config.score, "warp": config.score_warp,
                    "prior": config.score_prior,
-                   "description": "masks gated by where each instrument plays in the piece's "
-                                  "Sco_*.mid" + {"exact": ", as written",
+                   "description": ("the notes of the piece's Sco_*.mid given to the score "
+                                   "model" if model.model_config.score_input else "")
+                                  + (" and " if model.model_config.score_input
+                                     and config.score_prior != "none" else "")
+                                  + ("masks gated by where each instrument plays in it"
+                                     if config.score_prior != "none" else "") + {"exact": ", as written",
                                                  "warped": f", tempo-warped by "
                                                            f"+-{config.score_warp:g} and "
                                                            "unaligned",

@@ -163,3 +163,18 @@ def test_a_score_model_trains_on_scored_pieces_and_separates_with_a_score(urmp_d
         stems = sep.separate(mix, RATE, "vn,vc", guide=sep.score_guide(score, ("vn", "vc"),
                                                                          prior))
         np.testing.assert_allclose(stems["vn"] + stems["vc"], mix, atol=1e-4)
+
+
+def test_the_registry_names_the_score_model(tmp_path: Path, make_model_dir):
+    import json
+
+    from cusep.checkpoint import role_model
+
+    shutil.copytree(make_model_dir("tiny"), tmp_path / "plain")
+    registry = tmp_path / "registry.json"
+    registry.write_text(json.dumps({"default": "plain", "score": "plain",
+                                    "plain": {"path": "plain"}}))
+    assert role_model("score", registry) == "plain" and role_model("detector", registry) is None
+    registry.write_text(json.dumps({"score": "nope", "plain": {"path": "plain"}}))
+    with pytest.raises(CusepError, match="registry score 'nope'"):
+        role_model("score", registry)

@@ -185,7 +185,8 @@ def register(app: typer.Typer) -> None:
             score_prior: str = typer.Option("harmonic", "--score-prior",
                                             help="What the score does to the masks: activity "
                                                  "(silent where a part rests) | harmonic "
-                                                 "(also: near its notes' partials)."),
+                                                 "(also: near its notes' partials) | none "
+                                                 "(a score model's input only)."),
         ) -> None:
             _run(kind, data, model, protocol, out, reference, pes, save_stems, jobs, device,
                  iterations, overlap, batch_size, precision, raw, window, split, plots,

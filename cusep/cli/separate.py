@@ -106,7 +106,8 @@ def register(app: typer.Typer) -> None:
         overlay: Path = typer.Option(
             None, "--overlay", help="With --boxes: write the video with each box labelled."),
         model: str = typer.Option(None, "--model", "-m",
-                                  help="Model name, directory or Hub id (default: registry's)."),
+                                  help="Model name, directory or Hub id (default: registry's; "
+                                       "with --score its score model)."),
         detector: str = typer.Option(None, "--detector",
                                      help="Detector for --instruments auto (default: registry's)."),
         out: Path = typer.Option(Path("separated"), "--out", "-o", help="Output folder."),
@@ -200,6 +201,10 @@ def register(app: typer.Typer) -> None:
         if boxes is not None and len(files) != 1:
             raise CusepError(f"--boxes describes the players of one video, but {len(files)} "
                              "inputs were given; separate one video at a time")
+        if score is not None and model is None:  # the registry's score model, if it names one
+            from ..checkpoint import role_model
+
+            model = role_model("score")
         config = SeparatorConfig(wiener_iterations=iterations, overlap=overlap,
                                  batch_size=batch_size, precision=precision, residual=not raw,
                                  mix_floor=mix_floor)
