@@ -84,11 +84,11 @@ class ModelConfig:
                                  f"visual.feature_dim ({self.visual.feature_dim})")
         elif self.conditioning == "final-multiply":
             raise ValueError("final-multiply needs a visual branch (model.visual)")
-        if self.score_input and self.visual is not None:
-            raise ValueError("score_input is for label (or no) conditioning, not visual models")
         elif self.conditioned and self.context_dim != len(self.instruments):
             raise ValueError(f"context_dim ({self.context_dim}) must equal the number of "
                              f"instruments ({len(self.instruments)}) for label conditioning")
+        if self.score_input and self.visual is not None:
+            raise ValueError("score_input is for label (or no) conditioning, not visual models")
 
     @property
     def sources(self) -> int:
