@@ -70,9 +70,12 @@ class Stages:
     def __init__(self, sep: Separator) -> None:
         self.times = dict.fromkeys(self.STAGES, 0.0)
         module = importlib.import_module("cusep.separate")  # cusep.separate: the function
-        for name, stage in (("resample", 0), ("to_mono", 0), ("stft", 0), ("extend_and_map", 2),
+        for name, stage in (("to_mono", 0), ("stft", 0), ("extend_and_map", 2),
                             ("consistent_gain", 4), ("consistent_planar_", 4), ("istft", 5)):
             setattr(module, name, self.timed(self.STAGES[stage], getattr(module, name)))
+        resampler = module.StreamResampler  # streams the input: resampled block by block
+        for name in ("push", "flush"):
+            setattr(resampler, name, self.timed(self.STAGES[0], getattr(resampler, name)))
         for name in ("softmask_gain", "mono_gain", "em_planar", "gain_times", "from_planar",
                      "power", "planar"):
             setattr(wiener, name, self.timed("Wiener", getattr(wiener, name)))

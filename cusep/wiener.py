@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 
 
@@ -52,7 +53,8 @@ def gain_times(gain: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     promoted to a complex tensor and no kernel runs with a 2-long inner loop (both are slow).
     """
     xr = torch.view_as_real(x)
-    out = torch.empty(torch.broadcast_shapes(gain.shape, x.shape), dtype=x.dtype,
+    # numpy's broadcast rule: torch.broadcast_shapes imports sympy on first use (0.5 s)
+    out = torch.empty(np.broadcast_shapes(tuple(gain.shape), tuple(x.shape)), dtype=x.dtype,
                       device=x.device)
     o = torch.view_as_real(out)
     torch.mul(gain, xr[..., 0], out=o[..., 0])
