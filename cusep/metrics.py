@@ -570,6 +570,25 @@ def best_class_thresholds(probs: np.ndarray, targets: np.ndarray, fallback: floa
     return out
 
 
+def reliability(probs: np.ndarray, targets: np.ndarray, bins: int = 10) -> dict[str, Any]:
+    """Calibration of probabilities against 0/1 targets (any shape, pooled over every class):
+    ``bins`` equal-width probability bins -> ``edges`` (bins + 1,), per bin ``confidence``
+    (mean probability), ``observed`` (share of positives) and ``count`` (NaN where empty), and
+    ``ece``, the expected calibration error (count-weighted mean |observed - confidence|)."""
+    p = np.asarray(probs, np.float64).ravel()
+    t = np.asarray(targets, np.float64).ravel()
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    which = np.clip(np.searchsorted(edges, p, side="right") - 1, 0, bins - 1)
+    count = np.bincount(which, minlength=bins).astype(np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        confidence = np.bincount(which, p, bins) / count
+        observed = np.bincount(which, t, bins) / count
+    used = count > 0
+    ece = float(np.sum(count[used] * np.abs(observed[used] - confidence[used])) / max(len(p), 1))
+    return {"edges": edges, "confidence": confidence, "observed": observed, "count": count,
+            "ece": ece}
+
+
 def detection_metrics(probs: np.ndarray, targets: np.ndarray,
                       threshold: float | np.ndarray | None = None,
                       classes: Sequence[str] = CODES) -> dict[str, Any]:

@@ -331,6 +331,39 @@ def sources_plot(records: Sequence[Record], out: str | Path, metric: str = "si_s
     return _save(fig, plt, out)
 
 
+def reliability_plot(curves: Sequence[tuple[str, dict[str, Any]]], out: str | Path,
+                     title: str = "reliability of the detector's probabilities") -> Path | None:
+    """PNG of reliability curves (:func:`cusep.metrics.reliability` results, each with its
+    label): observed share of positives against mean probability per bin, the diagonal of
+    perfect calibration, and the count of each bin below. None without matplotlib."""
+    plt = _pyplot()
+    if plt is None:
+        return None
+    fig, (ax, hist) = plt.subplots(2, 1, figsize=(5.2, 6.0), sharex=True,
+                                   gridspec_kw={"height_ratios": [3, 1]})
+    ax.plot([0, 1], [0, 1], color="0.5", ls="--", lw=1, label="perfectly calibrated")
+    width = 1.0 / max(len(curves), 1)
+    for i, (label, curve) in enumerate(curves):
+        used = curve["count"] > 0
+        ax.plot(curve["confidence"][used], curve["observed"][used], marker="o", ms=4,
+                label=f"{label} (ECE {curve['ece']:.3f})")
+        edges = curve["edges"]
+        step = edges[1] - edges[0]
+        hist.bar(edges[:-1] + step * width * (i + 0.5), curve["count"], width=step * width,
+                 label=label)
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("share that really plays")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="upper left", fontsize="small")
+    hist.set_yscale("log")
+    hist.set_xlabel("predicted probability (bin mean)")
+    hist.set_ylabel("count")
+    hist.grid(alpha=0.3)
+    return _save(fig, plt, out)
+
+
 def _save(fig: Any, plt: Any, out: str | Path) -> Path:
     fig.tight_layout()
     out = Path(out)

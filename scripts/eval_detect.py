@@ -2,7 +2,7 @@
 
 usage: python scripts/eval_detect.py DATA [DATA ...] [--detector DIR] [--separator MODEL]
                                       [--thresholds 0.1,0.2,...] [--out JSON]
-                                      [--class-thresholds JSON]
+                                      [--class-thresholds JSON] [--reliability PNG]
 
 Per piece, the mixture is the sum of its sources at the model rate (11025 Hz). Recording level:
 mAP over the 13 classes, per-instrument F1 at the detector's stored threshold, misses and false
@@ -17,6 +17,9 @@ the auto path at other thresholds, to choose the separation threshold on a valid
 Several DATA folders are pooled. --class-thresholds writes the threshold of each class that
 maximises its F1 on these recordings (the input of `cusep export --class-thresholds`); the
 detector's own thresholds (one per class if it stores them) decide everything else.
+Calibration: the expected calibration error of the recording and window probabilities (10 bins,
+every class pooled) and the recording reliability table are reported; --reliability draws both
+curves.
 """
 
 from __future__ import annotations
@@ -26,13 +29,21 @@ import json
 import sys
 import time
 from collections import Counter
+from pathlib import Path
 
 import numpy as np
 
 from cusep.detect import Detector
 from cusep.evaluate import load_sources, select_pieces
 from cusep.instruments import BY_CODE, label_vector
-from cusep.metrics import best_class_thresholds, best_threshold, detection_metrics, si_sdr
+from cusep.metrics import (
+    best_class_thresholds,
+    best_threshold,
+    detection_metrics,
+    reliability,
+    si_sdr,
+)
+from cusep.report import reliability_plot
 from cusep.separate import Separator
 
 
@@ -44,6 +55,8 @@ def main() -> None:
     ap.add_argument("--thresholds", default="",
                     help="comma-separated thresholds at which to score the auto path too")
     ap.add_argument("--out", default=None)
+    ap.add_argument("--reliability", default=None,
+                    help="write a reliability plot of the probabilities here (PNG)")
     ap.add_argument("--class-thresholds", default=None,
                     help="write the per-class F1-best thresholds here (JSON)")
     args = ap.parse_args()
@@ -130,6 +143,16 @@ def main() -> None:
                 f"{t:.2f}": {"si_sdri_auto_minus_true": float(sweep_diff[t] / targets.sum()),
                              "macro_f1": detection_metrics(probs, targets, t, det.classes)["f1"]}
                 for t in sweep}
+    rec_curve = reliability(probs, targets)
+    win_curve = reliability(np.concatenate(win_probs), np.concatenate(win_targets))
+    report["recording_ece"], report["window_ece"] = rec_curve["ece"], win_curve["ece"]
+    report["recording_reliability"] = {
+        f"{lo:.1f}-{hi:.1f}": [None if np.isnan(o) else round(float(o), 3), int(n)]
+        for lo, hi, o, n in zip(rec_curve["edges"][:-1], rec_curve["edges"][1:],
+                                rec_curve["observed"], rec_curve["count"], strict=True)}
+    if args.reliability:
+        reliability_plot([("recordings", rec_curve), ("windows", win_curve)], args.reliability,
+                         f"{det.name} on {', '.join(Path(d).name for d in args.data)}")
     if args.class_thresholds:
         chosen = best_class_thresholds(probs, targets, det.threshold)
         report["class_thresholds"] = dict(zip(det.classes, chosen.tolist(), strict=True))

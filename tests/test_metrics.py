@@ -239,3 +239,20 @@ def test_torch_inputs_match_numpy_and_keep_gradients() -> None:
     assert metrics.is_silent(torch.zeros(2, 5)).tolist() == [True, True]
     (-si_t.mean()).backward()
     assert est_t.grad is not None and torch.isfinite(est_t.grad).all()
+
+
+def test_reliability_bins_and_expected_calibration_error():
+    probs = np.array([[0.05, 0.15], [0.15, 0.95], [0.95, 0.55]])
+    targets = np.array([[0, 1], [0, 1], [1, 0]])
+    r = metrics.reliability(probs, targets, bins=10)
+    assert r["count"].tolist() == [1, 2, 0, 0, 0, 1, 0, 0, 0, 2]
+    np.testing.assert_allclose(r["confidence"][[0, 1, 5, 9]], [0.05, 0.15, 0.55, 0.95])
+    np.testing.assert_allclose(r["observed"][[0, 1, 5, 9]], [0.0, 0.5, 0.0, 1.0])
+    assert np.isnan(r["observed"][2])
+    # |0 - .05| + 2 |.5 - .15| + |0 - .55| + 2 |1 - .95|, over 6 probabilities
+    assert r["ece"] == pytest.approx((0.05 + 0.7 + 0.55 + 0.1) / 6)
+    rng = np.random.default_rng(1)
+    p = rng.random(20000)
+    assert metrics.reliability(p, rng.random(20000) < p)["ece"] < 0.02  # calibrated
+    assert metrics.reliability(p, rng.random(20000) < 0.5)["ece"] > 0.2  # not
+    assert metrics.reliability(np.array([1.0, 0.0]), np.array([1, 0]))["ece"] == 0.0

@@ -89,3 +89,20 @@ def test_sources_plot_without_references_or_values_is_none(tmp_path, figures):
     recs = [r for r in fake_records() if r["method"] == "tiny"]
     assert report.sources_plot(recs, tmp_path / "s.png", metric="pes") is None
     assert figures == []
+
+
+def test_reliability_plot_draws_each_curve_beside_the_diagonal(tmp_path, figures):
+    from cusep.metrics import reliability
+
+    rng = np.random.default_rng(0)
+    p = rng.random(4000)
+    calibrated = reliability(p, rng.random(4000) < p)
+    overconfident = reliability(p, rng.random(4000) < 0.5)
+    out = report.reliability_plot([("calibrated", calibrated), ("coin", overconfident)],
+                                  tmp_path / "r.png")
+    assert out.is_file()
+    [fig] = figures
+    curve_ax, hist_ax = fig.axes
+    labels = [t.get_text() for t in curve_ax.get_legend().get_texts()]
+    assert labels[0] == "perfectly calibrated" and labels[1].startswith("calibrated (ECE 0.0")
+    assert len(curve_ax.lines) == 3 and len(hist_ax.patches) == 2 * 10
