@@ -70,7 +70,13 @@ def main() -> None:
         cfg = build_config(args.preset, extra)
         trainer = T.Trainer(cfg, Path(tmp) / "run", torch.device("cpu"), log=lambda s: None)
         trainer.train_step()  # warm-up (oneDNN kernels, allocator)
-        variants = {"used rows (cusep)": T.make_targets, "every row (before)": every_row_targets}
+        if cfg.model.score_input:
+            sys.exit("the every-row reference takes no score channels; use a label preset")
+
+        def before(batch, spec, score=None):  # the reference, under make_targets' signature
+            return every_row_targets(batch, spec)
+
+        variants = {"used rows (cusep)": T.make_targets, "every row (before)": before}
         steps: dict[str, float] = {name: float("inf") for name in variants}
         for _ in range(args.rounds):
             for name, fn in variants.items():
