@@ -604,19 +604,8 @@ def run_settings(model: ModelDir, data: Path, dataset: str, config: EvalConfig, 
         "score": (None if config.score == "none" else
                   {"mode": config.score, "warp": config.score_warp,
                    "prior": config.score_prior,
-                   "description": ("the notes of the piece's Sco_*.mid given to the score "
-                                   "model" if model.model_config.score_input else "")
-                                  + (" and " if model.model_config.score_input
-                                     and config.score_prior != "none" else "")
-                                  + ("masks gated by where each instrument plays in it"
-                                     if config.score_prior != "none" else "") + {"exact": ", as written",
-                                                 "warped": f", tempo-warped by "
-                                                           f"+-{config.score_warp:g} and "
-                                                           "unaligned",
-                                                 "aligned": f", tempo-warped by "
-                                                            f"+-{config.score_warp:g} and "
-                                                            "aligned back by cusep align"}[
-                                      config.score]}),
+                   "description": _score_description(config,
+                                                     model.model_config.score_input)}),
         "conditioning": ("all the model's instruments requested (--pes): absent ones are "
                          "predicted and scored with PES") if config.pes
                         else ("each instrument named alone with a rest stem (--rest)"
@@ -652,6 +641,22 @@ def run_settings(model: ModelDir, data: Path, dataset: str, config: EvalConfig, 
         "pes": config.pes,
         "key": _digest(key_fields),
     }
+
+
+def _score_description(config: EvalConfig, score_model: bool) -> str:
+    """What ``--score`` did, in words, for the results' settings."""
+    used = []
+    if score_model:
+        used.append("the notes of the piece's Sco_*.mid given to the score model")
+    if config.score_prior != "none":
+        used.append("masks gated by where each instrument plays in "
+                    + ("it" if used else "the piece's Sco_*.mid"))
+    if not used:  # a label model with --score-prior none
+        used.append("the piece's Sco_*.mid read, unused by this model")
+    how = {"exact": "as written",
+           "warped": f"tempo-warped by +-{config.score_warp:g} and unaligned",
+           "aligned": f"tempo-warped by +-{config.score_warp:g} and aligned back by cusep align"}
+    return " and ".join(used) + ", " + how[config.score]
 
 
 def _cache_name(piece: str) -> str:

@@ -34,6 +34,11 @@ NoteArray = np.ndarray
 """Notes as an array (N, 3): onset and offset in seconds, MIDI pitch; sorted by onset."""
 
 
+def bin_frequencies(rate: int, n_fft: int) -> np.ndarray:
+    """The centre frequency in Hz of each bin of an ``n_fft`` STFT at ``rate`` Hz: (n_fft/2+1,)."""
+    return np.arange(n_fft // 2 + 1) * rate / n_fft
+
+
 def note_array(notes: Sequence[ScoreNote]) -> NoteArray:
     """Score notes -> (N, 3) float64 [onset, offset, pitch], sorted by onset."""
     arr = np.array([(n.onset, n.offset, n.pitch) for n in notes], np.float64).reshape(-1, 3)
@@ -88,7 +93,7 @@ class ScoreGuide:
             raise ValueError(f"prior must be one of {PRIORS}, not {prior!r}")
         self.codes, self.rate, self.hop, self.frames = tuple(codes), rate, hop, frames
         self.prior, self.tolerance, self.floor = prior, tolerance, floor
-        self.freqs = np.arange(n_fft // 2 + 1) * rate / n_fft
+        self.freqs = bin_frequencies(rate, n_fft)
         self._width_cents = width_cents
         self._harmonics = harmonics
         self._spans = score.spans(self.codes, tolerance)

@@ -41,7 +41,7 @@ from .config import TrainConfig, config_from_dict
 from .data.banks import load_banks
 from .data.mixing import Batch, MixingConfig, MixtureSampler, StemBank, make_generator
 from .errors import CusepError
-from .guide import NoteArray, harmonic_combs
+from .guide import NoteArray, bin_frequencies, harmonic_combs
 from .metrics import detection_metrics, si_sdr
 from .model import VisualInput, build_network
 from .runtime import autocast_dtype, resolve_device, tune_cpu_allocator
@@ -111,7 +111,7 @@ def score_inputs(notes: list[list[tuple[int, NoteArray]]], classes: int, spec: S
     the harmonic combs of each class's notes at the ``frames`` STFT frames of a segment, on the
     network grid -> (B, classes, rows, frames); what :meth:`cusep.guide.ScoreGuide.inputs` gives
     at separation."""
-    freqs = np.arange(spec.bins) * spec.sample_rate / spec.n_fft
+    freqs = bin_frequencies(spec.sample_rate, spec.n_fft)
     times = np.arange(frames) * spec.hop / spec.sample_rate
     out = np.zeros((len(notes), classes, spec.bins, frames), np.float32)
     for b, item in enumerate(notes):
@@ -255,9 +255,8 @@ class Trainer:
         """make_targets of a batch, with the score channels for a score-conditioned model."""
         spec = self.config.model.spectral
         score = None
-        if self.scored:
-            score = score_inputs(batch.notes or [], self.config.model.sources, spec,
-                                 spec.frames)
+        if self.scored:  # the sampler puts the notes on every batch of a score model
+            score = score_inputs(batch.notes, self.config.model.sources, spec, spec.frames)
         return make_targets(batch, spec, score)
 
     @property

@@ -143,9 +143,9 @@ class StemBank:
         piece_frames: list[tuple[FrameTrack, ...]] = []
         piece_notes: list[tuple[NoteArray, ...]] = []
         for piece in _progress(pieces, progress, "reading pieces"):
-            if notes:
+            if notes:  # first: the score is small, the audio is not
                 try:
-                    piece_notes.append(_piece_notes(piece))
+                    sources_notes = _piece_notes(piece)
                 except (CusepError, *read_errors) as exc:
                     skipped.append((piece.folder, str(exc)))
                     continue
@@ -166,8 +166,6 @@ class StemBank:
                     break
                 rows.append(total)
             if failed:
-                if notes:
-                    piece_notes.pop()
                 continue
             length = max(r.numel() for r in rows)
             if frames is not None:
@@ -175,8 +173,6 @@ class StemBank:
                     tracks = frames(piece, length / sample_rate)
                 except read_errors as exc:
                     skipped.append((piece.folder, f"{type(exc).__name__}: {exc}"))
-                    if notes:
-                        piece_notes.pop()
                     continue
                 piece_frames.append(tuple(tracks[c] for c in piece.instruments))
             stacked = torch.zeros(len(rows), length, dtype=dtype)
@@ -184,6 +180,8 @@ class StemBank:
                 stacked[i, : r.numel()] = r
             out.append((piece.instruments, stacked))
             names.append(piece.name)
+            if notes:
+                piece_notes.append(sources_notes)
         return cls(out, None, sample_rate, names, skipped,
                    piece_frames if frames is not None else None,
                    piece_notes=piece_notes if notes else None)
