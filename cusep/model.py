@@ -173,7 +173,8 @@ class Decoder(nn.Module):
         """x: bottleneck; skips: encoder outputs deep to shallow, then the input -> logits."""
         for level, skip in zip(self.levels, skips, strict=True):
             x = F.interpolate(x, size=skip.shape[-2:], mode="bilinear", align_corners=True)
-            x = level(torch.cat([skip, x], dim=1))
+            # the skip in x's dtype: the conv casts it so under autocast; no float32 copy
+            x = level(torch.cat([skip.to(x.dtype), x], dim=1))
         return x
 
 
@@ -268,20 +269,35 @@ class ConditionedUNet(nn.Module):
             out = self.film_final(out, context)
         return out
 
+    @property
+    def zero_where_unlabelled(self) -> bool:
+        """True when the mask of a class whose context entry is 0 is 0 (``label-multiply``)."""
+        return self.config.conditioning == "label-multiply"
+
     def forward(self, inp: torch.Tensor, context: torch.Tensor | None = None,
-                visual: VisualInput | None = None, logits: bool = False) -> torch.Tensor:
+                visual: VisualInput | None = None, logits: bool = False,
+                rows: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
         """Masks (B, K, rows, T); ``logits=True``: the pre-activation outputs instead (what
-        :meth:`logits` gives, through ``forward`` so that DistributedDataParallel sees it)."""
+        :meth:`logits` gives, through ``forward`` so that DistributedDataParallel sees it).
+
+        ``rows``: (items (N,), classes (N,)) index tensors -> only those masks (N, rows, T),
+        what ``forward(...)[rows]`` gives without the activations of the other rows.
+        """
         context = self._context(context, visual)
+        out = self._logits(inp, context)
+        if rows is not None:
+            out = out[rows]
         if logits:
-            return self._logits(inp, context)
-        masks = torch.sigmoid(self._logits(inp, context))
+            return out
+        masks = torch.sigmoid(out)
         if self.config.conditioning == "label-multiply":
-            masks = masks * context[:, :, None, None].to(masks.dtype)
+            gain = context
         elif self.config.conditioning == "final-multiply":
-            probs = self.instrument_probabilities(context)
-            masks = masks * probs[:, :, None, None].to(masks.dtype)
-        return masks
+            gain = self.instrument_probabilities(context)
+        else:
+            return masks
+        gain = gain[rows][:, None, None] if rows is not None else gain[:, :, None, None]
+        return masks * gain.to(masks.dtype)
 
 
 # ------------------------------------------------------------------------- the detector

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from references import every_row_targets
+from references import all_rows_mse, every_row_targets
 from tiny import SETS, TINY
 
 from cusep.config import build_config, load_preset, preset_names
@@ -220,3 +220,31 @@ def test_targets_from_the_used_rows_equal_those_of_every_row(freq_scale: str) ->
     empty = Batch(torch.zeros(1, 4095), torch.zeros(1, 13, 4095), torch.zeros(1, 13),
                   torch.zeros(1, dtype=torch.long))
     assert not make_targets(empty, spec).src_mag.any()
+
+
+@pytest.mark.parametrize("autocast", [False, True])
+def test_l2_loss_of_the_labelled_rows_equals_that_of_every_row(autocast: bool) -> None:
+    from cusep.model import ConditionedUNet, ModelConfig
+    from cusep.train import Targets, separation_loss
+
+    torch.manual_seed(0)
+    net = ConditionedUNet(ModelConfig(channels=(8, 16, 32, 64))).eval()
+    inp, ratio = torch.rand(4, 1, 64, 32), torch.rand(4, 13, 64, 32)
+    context = torch.zeros(4, 13)
+    context[0, [1, 3]] = 1
+    context[1, [0, 2, 5]] = 1
+    context[3, 12] = 1  # item 2: nothing labelled
+    t = Targets(inp, ratio, ratio, None, None, None)
+    results = []
+    for loss_fn in (separation_loss, all_rows_mse):
+        net.zero_grad()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            loss = loss_fn(net, t, context, "l2", 1.0)
+        loss.backward()
+        results.append((loss.detach(), [p.grad.clone() for p in net.parameters()]))
+    (got, got_grads), (want, want_grads) = results
+    torch.testing.assert_close(got, want, rtol=1e-6, atol=0)
+    for a, b in zip(got_grads, want_grads, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-8)
+    rows = context.ne(0).nonzero(as_tuple=True)
+    torch.testing.assert_close(net(inp, context, rows=rows), net(inp, context)[rows])
