@@ -114,7 +114,7 @@ def run_cusep(sep: Separator, path: Path, out: Path, stages: Stages | None = Non
 
 
 def startup_cost(model: ConditionedUNet, model_arg: list[str] | None, tmp: Path, rate: int,
-                 channels: int) -> None:
+                 channels: int, device: str = "cpu") -> None:
     """Print the fixed cost of a run: CLI import (child process), model load, first window."""
     start = time.perf_counter()
     subprocess.run([sys.executable, "-c", "import cusep.cli"], check=True)
@@ -128,7 +128,7 @@ def startup_cost(model: ConditionedUNet, model_arg: list[str] | None, tmp: Path,
     loaded = time.perf_counter() - start
     short = tmp / "short.wav"
     sf.write(short, synth_mixture(5.0, rate, channels, seed=1).T, rate, subtype="PCM_16")
-    sep = Separator(model, device="cpu")
+    sep = Separator(model, device=device)
     start = time.perf_counter()
     run_cusep(sep, short, tmp / "cold")
     cold = time.perf_counter() - start
@@ -190,6 +190,7 @@ def main() -> None:
     parser.add_argument("--memory-minutes", type=float, default=30.0,
                         help="length of the memory test input (0: skip)")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--device", default="cpu", help="cpu (default) or cuda[:N]")
     args = parser.parse_args()
     warnings.filterwarnings("ignore", category=DeprecationWarning)
     torch.set_num_threads(args.threads)
@@ -209,11 +210,11 @@ def main() -> None:
         sf.write(src, mix.T, args.rate, subtype="PCM_16")
         seconds = mix.shape[-1] / args.rate
         print(f"input: {args.minutes:g} min, {args.rate} Hz, {args.channels} channel(s), "
-              f"4 instruments, {args.threads} threads")
-        startup_cost(model, model_arg, tmp, args.rate, args.channels)
+              f"4 instruments, {args.threads} threads, device {args.device}")
+        startup_cost(model, model_arg, tmp, args.rate, args.channels, args.device)
         times = {}
         for iterations in settings:
-            sep = Separator(model, device="cpu",
+            sep = Separator(model, device=args.device,
                             config=SeparatorConfig(wiener_iterations=iterations))
             run_cusep(sep, src, tmp / "warm")  # warm-up (oneDNN kernels, allocator)
             stages = Stages(sep)

@@ -183,7 +183,8 @@ class ConditionedUNet(nn.Module):
 
     forward(inp (B, C, rows, T), context (B, context_dim) or None) -> masks (B, K, rows, T) in
     [0, 1] (sigmoid of the logits). C = ``config.in_channels``: the scaled mixture magnitude,
-    then for a score-conditioned model the K instruments' harmonic combs. ``rows`` and ``T`` must be multiples of 2**len(channels).
+    then for a score-conditioned model the K instruments' harmonic combs. ``rows`` and ``T``
+    must be multiples of 2**len(channels).
     A visual model takes ``visual=(crops or features, present)`` (:data:`VisualInput`) instead of
     ``context``: ``forward(inp, visual=(crops, present))``.
     """

@@ -284,3 +284,29 @@ def test_cli_separate_auto_nothing_detected(cli, tmp_path: Path, track: Path,
     assert code == 1 and len(lines) == 1, lines
     assert "no instrument detected" in lines[0] and "nothing written" in lines[0]
     assert not out_dir.exists()
+
+
+def test_resolving_a_detected_list_by_separation_drops_empty_and_doubled_stems(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib.util
+    import sys
+
+    from cusep.instruments import BY_CODE
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "eval_detect.py"
+    spec = importlib.util.spec_from_file_location("eval_detect", path)
+    mod = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "eval_detect", mod)  # its dataclasses look it up
+    spec.loader.exec_module(mod)
+    assert BY_CODE["vn"].family == BY_CODE["vc"].family
+    t = np.arange(22050) / 11025
+    line = np.sin(2 * np.pi * 440 * t) + 0.5 * np.sin(2 * np.pi * 880 * t)
+    other = np.sin(2 * np.pi * 196 * t * (1 + 0.1 * t))
+    stems = {"vn": line, "fl": other, "va": 0.02 * other, "vc": 0.8 * line}
+    ev = mod.evidence(stems, sum(stems.values()))
+    assert ev.similarity[0, 3] > 0.99 > ev.similarity[0, 1]
+    probs = {"vn": 0.9, "fl": 0.7, "va": 0.5, "vc": 0.4}
+    kept, dropped = mod.resolve(list(stems), probs, ev, mod.ResolveConfig(0.01, 0.9))
+    assert kept == ["vn", "fl"] and set(dropped) == {"va", "vc"}
+    assert "energy" in dropped["va"] and "line of vn" in dropped["vc"]
+    assert mod.resolve(list(stems), probs, ev, mod.ResolveConfig(0.0, 2.0)) == (list(stems), {})
