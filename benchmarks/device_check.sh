@@ -11,11 +11,7 @@
 # 44.1 kHz stereo with 4 instruments at 0 and 2 Wiener iterations, beside the CPU.
 set -uo pipefail
 cd "$(dirname "$0")/.."
-if ls .whl/*.whl >/dev/null 2>&1; then
-    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-        --target /tmp/site .whl/*.whl
-fi
-export PYTHONPATH="/tmp/site:$PWD" PYTHONUNBUFFERED=1
+source scripts/device_env.sh
 out=${OUT:-/tmp/cusep-out}
 mkdir -p "$out"
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader | tee "$out/gpu.txt"

@@ -10,11 +10,7 @@ set -euo pipefail
 minutes=${1:?usage: gpu_train.sh MINUTES [cusep train args]}
 shift
 cd "$(dirname "$0")/.."
-if ls .whl/*.whl >/dev/null 2>&1; then
-    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-        --target /tmp/site .whl/*.whl
-fi
-export PYTHONPATH="/tmp/site:$PWD" PYTHONUNBUFFERED=1
+source scripts/device_env.sh
 out=${OUT:-/tmp/cusep-out}
 data=/tmp/cusep-data
 run=/tmp/cusep-run
