@@ -85,6 +85,29 @@ class OptimConfig:
 
 
 @dataclass(frozen=True)
+class AugmentConfig:
+    """Augmentation of a detector's input features in training (SpecAugment-style): per item,
+    ``freq_masks`` bands of up to ``freq_width`` rows and ``time_masks`` spans of up to
+    ``time_width`` frames set to the item's mean, after a shift of the whole spectrogram by up
+    to +-``freq_shift`` rows (the rows shifted in repeat the edge). All 0: none."""
+
+    freq_masks: int = 0
+    freq_width: int = 12
+    time_masks: int = 0
+    time_width: int = 24
+    freq_shift: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("freq_masks", "freq_width", "time_masks", "time_width", "freq_shift"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be 0 or more, got {getattr(self, name)}")
+
+    @property
+    def active(self) -> bool:
+        return bool(self.freq_masks or self.time_masks or self.freq_shift)
+
+
+@dataclass(frozen=True)
 class TrainConfig:
     """Everything a training run needs; saved as ``config.json`` in the run folder.
 
@@ -98,6 +121,8 @@ class TrainConfig:
     mixing: MixingConfig = field(default_factory=MixingConfig)
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    """Detector training only (``task = "detect"``)."""
     preset: str = ""
     description: str = ""
     init: str = ""

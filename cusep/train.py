@@ -37,7 +37,7 @@ from torch.nn import functional as F
 
 from .atomic import atomic_path, write_text
 from .checkpoint import resolve_model
-from .config import TrainConfig, config_from_dict
+from .config import AugmentConfig, TrainConfig, config_from_dict
 from .data.banks import load_banks
 from .data.mixing import Batch, MixingConfig, MixtureSampler, StemBank, make_generator
 from .errors import CusepError
@@ -165,6 +165,30 @@ def detection_loss(model: torch.nn.Module, inp: torch.Tensor, targets: torch.Ten
     """BCE of the clip logits against targets (B, K) -> (loss, clip logits (B, K))."""
     clip, _ = model(inp)
     return F.binary_cross_entropy_with_logits(clip.float(), targets.float()), clip
+
+
+def augment_features(inp: torch.Tensor, cfg: AugmentConfig, generator: torch.Generator
+                     ) -> torch.Tensor:
+    """SpecAugment-style copy of a detector's input (B, 1, rows, T) (:class:`AugmentConfig`)."""
+    b, _, rows, frames = inp.shape
+    dev = inp.device
+    out = inp.clone()
+    if cfg.freq_shift:
+        shift = torch.randint(-cfg.freq_shift, cfg.freq_shift + 1, (b,), generator=generator,
+                              device=dev)
+        index = (torch.arange(rows, device=dev)[None] - shift[:, None]).clamp(0, rows - 1)
+        out = out.gather(2, index[:, None, :, None].expand(b, 1, rows, frames))
+    mean = out.mean(dim=(1, 2, 3), keepdim=True)
+    for count, width, size, dim in ((cfg.freq_masks, cfg.freq_width, rows, 2),
+                                    (cfg.time_masks, cfg.time_width, frames, 3)):
+        for _ in range(count):
+            w = torch.randint(0, width + 1, (b,), generator=generator, device=dev)
+            start = (torch.rand(b, generator=generator, device=dev) * (size - w + 1)).long()
+            pos = torch.arange(size, device=dev)[None]
+            hit = (pos >= start[:, None]) & (pos < (start + w)[:, None])  # (B, size)
+            hit = hit[:, None, :, None] if dim == 2 else hit[:, None, None, :]
+            out = torch.where(hit, mean, out)
+    return out
 
 
 def audible(present: torch.Tensor, sources: torch.Tensor, floor_db: float = -60.0
@@ -372,8 +396,11 @@ class Trainer:
 
     def _detection_loss(self, batch: Batch, net: torch.nn.Module | None = None
                         ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """-> (BCE loss, clip logits (B, K), targets (B, K)) of a batch for the detector."""
+        """-> (BCE loss, clip logits (B, K), targets (B, K)) of a batch for the detector; the
+        training network (``net`` None) sees its features augmented (``config.augment``)."""
         inp, _ = features(batch.mix, self.config.spectral)
+        if net is None and self.config.augment.active:
+            inp = augment_features(inp, self.config.augment, self.generator)
         if self.channels_last:
             inp = inp.contiguous(memory_format=torch.channels_last)
         targets = audible(batch.present, batch.sources)

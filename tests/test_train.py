@@ -248,3 +248,31 @@ def test_l2_loss_of_the_labelled_rows_equals_that_of_every_row(autocast: bool) -
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-8)
     rows = context.ne(0).nonzero(as_tuple=True)
     torch.testing.assert_close(net(inp, context, rows=rows), net(inp, context)[rows])
+
+
+def test_detector_feature_augmentation_masks_bands_and_spans_and_shifts() -> None:
+    from cusep.config import AugmentConfig, build_config
+    from cusep.errors import CusepError
+    from cusep.train import augment_features
+
+    x = torch.rand(3, 1, 64, 48)
+    g = torch.Generator().manual_seed(1)
+    assert torch.equal(augment_features(x, AugmentConfig(), g), x)
+    freq = augment_features(x, AugmentConfig(freq_masks=1, freq_width=8), g)
+    changed_rows = (freq != x).any(dim=3)[:, 0]  # (B, rows)
+    for b in range(3):
+        rows = changed_rows[b].nonzero().flatten()
+        assert len(rows) <= 8
+        if len(rows):  # one contiguous band at the item's mean, over every frame
+            assert rows.max() - rows.min() + 1 == len(rows)
+            torch.testing.assert_close(freq[b, 0, rows], x[b].mean().expand(len(rows), 48))
+    span = augment_features(x, AugmentConfig(time_masks=2, time_width=5), g)
+    assert (span != x).any(dim=2)[:, 0].sum(1).max() <= 10
+    shifted = augment_features(x, AugmentConfig(freq_shift=2), torch.Generator().manual_seed(3))
+    assert any(torch.equal(shifted[b, 0, 2:-2], x[b, 0, 2 + s:62 + s])
+               for b in range(3) for s in range(-2, 3))
+    again = augment_features(x, AugmentConfig(freq_shift=2), torch.Generator().manual_seed(3))
+    assert torch.equal(shifted, again)
+    assert build_config("cusep-detect", ["augment.time_masks=2"]).augment.time_masks == 2
+    with pytest.raises(CusepError, match="freq_width must be 0 or more"):
+        build_config("cusep-detect", ["augment.freq_width=-1"])
