@@ -117,10 +117,11 @@ def extend_and_map(masks: torch.Tensor, bins: torch.Tensor, frames: torch.Tensor
 
 
 def _shares(power: torch.Tensor, dim: int) -> torch.Tensor:
-    """Energy shares power / sum(power) along ``dim``, 1 / K where the sum is 0; in place."""
+    """Energy shares power / sum(power) along ``dim``, 1 / K where the sum is below 1e-30
+    (gains of 1e-15 and less square to nothing: even shares keep the sum at 1); in place."""
     total = power.sum(dim, keepdim=True)
     shares = power.div_(total.clamp_min(1e-30))
-    return shares.masked_fill_(total <= 0, 1 / power.shape[dim])
+    return shares.masked_fill_(total < 1e-30, 1 / power.shape[dim])
 
 
 def consistent_gain(gain: torch.Tensor, floor: float = 0.0,
@@ -420,24 +421,30 @@ class Separator:
         as real gains of the mixture (the residual and the floor too), so the only complex
         tensor made at full size is the one the iSTFT takes; multichannel EM in the planar
         layout of :func:`cusep.wiener.em_planar`, written out complex once at the end.
+        With the residual the estimates sum to the mixture's STFT, and the iSTFT is linear
+        and inverts the STFT: the last stem is the chunk minus the others (one iSTFT less).
         """
         # torch's STFT gives bins innermost: one copy to frames innermost, as everything else
         x = stft(chunk, in_fft, in_hop).contiguous()  # (B, C, Fi, Ti)
         v = m.unsqueeze(2) * x.abs().unsqueeze(1)  # (B, K, C, Fi, Ti)
         iterations, residual = self.config.wiener_iterations, self.config.residual
         floor = self.config.mix_floor if residual else 0.0
+        last = -1 if residual and m.shape[1] > 1 else None  # estimates to invert: [:last]
         if iterations == 0 or x.shape[1] == 1:
             g = (wiener.softmask_gain(v) if iterations == 0 else
                  wiener.mono_gain(v[:, :, 0], wiener.power(x[:, :1]), iterations).unsqueeze(2))
             if residual:
                 g = consistent_gain(g, floor, share)
-            y = wiener.gain_times(g, x.unsqueeze(1))  # (B, K, C, Fi, Ti)
+            y = wiener.gain_times(g[:, :last], x.unsqueeze(1))  # (B, K or K - 1, C, Fi, Ti)
         else:
             planar = wiener.em_planar(v, x, iterations)  # (B, Fi, K, C, 2, Ti)
             if residual:
                 consistent_planar_(planar, wiener.planar(x), floor, share)
-            y = wiener.from_planar(planar)
-        return istft(y, chunk.shape[-1], in_fft, in_hop).float().cpu()
+            y = wiener.from_planar(planar[:, :, :last])
+        stems = istft(y, chunk.shape[-1], in_fft, in_hop).float()  # (B, K or K - 1, C, seg_in)
+        if last is not None:
+            stems = torch.cat([stems, chunk.unsqueeze(1) - stems.sum(1, keepdim=True)], 1)
+        return stems.cpu()
 
 
 def stem_names(codes: Sequence[str], rest: bool) -> tuple[str, ...]:

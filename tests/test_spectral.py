@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 
 import pytest
 import torch
@@ -45,6 +46,36 @@ def test_stft_istft_perfect_reconstruction(length):
 def test_reconstruction_at_other_sizes(n_fft, hop):
     x = tones(20000)
     assert (istft(stft(x, n_fft, hop), 20000, n_fft, hop) - x).abs().max() < 1e-5
+
+
+@pytest.mark.parametrize(("n_fft", "hop"), [(1022, 256), (4088, 1024), (4088, 1022), (510, 128),
+                                          (64, 16), (100, 30)])
+@pytest.mark.parametrize("extra", [0, -7, 300])
+def test_istft_equals_torch_istft_on_any_spectrum(n_fft, hop, extra):
+    """Masked (inconsistent) spectra, frames-innermost layout, shorter and longer lengths."""
+    length = 6000 + n_fft
+    g = torch.Generator().manual_seed(n_fft + hop)
+    spec = stft(tones(length, batch=(2, 3)), n_fft, hop)
+    spec = (spec * torch.rand(spec.shape, generator=g)).contiguous()  # (2, 3, F, T), T innermost
+    window = torch.hann_window(n_fft, periodic=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch's "padded with zeros" for the longer length
+        ref = torch.istft(spec.reshape(6, *spec.shape[-2:]), n_fft, hop, n_fft, window,
+                          center=True, length=length + extra).reshape(2, 3, -1)
+    out = istft(spec, length + extra, n_fft, hop)
+    assert out.shape == ref.shape == (2, 3, length + extra)
+    torch.testing.assert_close(out, ref, rtol=0, atol=2e-6)
+
+
+def test_istft_gradient_equals_torch_istft():
+    spec = stft(tones(3000, batch=(2,)), 254, 64).requires_grad_()
+    weights = torch.randn(2, 3000, generator=torch.Generator().manual_seed(0))
+    (istft(spec, 3000, 254, 64) * weights).sum().backward()
+    ours, spec.grad = spec.grad, None
+    ref = torch.istft(spec, 254, 64, 254, torch.hann_window(254, periodic=True), center=True,
+                      length=3000)
+    (ref * weights).sum().backward()
+    torch.testing.assert_close(ours, spec.grad, rtol=0, atol=1e-5)
 
 
 def test_paper_sizes():
