@@ -19,7 +19,6 @@ from typing import TYPE_CHECKING, Literal, TypeVar
 import numpy as np
 import soundfile as sf
 import torch
-import torchaudio.functional as AF
 
 from .atomic import commit, temp_beside
 from .errors import CusepError
@@ -385,10 +384,11 @@ def _encode(a: np.ndarray, bits: int | None, clamp: bool) -> np.ndarray:
     if bits is None:
         return np.ascontiguousarray(a.T, dtype=np.float32)
     scale = float(2 ** (bits - 1))
-    q = np.clip(np.rint(a.astype(np.float64) * scale), -scale, scale - 1)
+    q = np.rint(a * np.float32(scale))  # exact in float32: a power-of-2 scale, then rounding
+    np.clip(q, -scale, scale - 1, out=q)
     if bits == 16:
-        return np.ascontiguousarray(q.T, dtype=np.int16)
-    return np.ascontiguousarray(q.T, dtype=np.int32) << (32 - bits)  # top bits of int32
+        return q.T.astype(np.int16, order="C")
+    return q.T.astype(np.int32, order="C") << (32 - bits)  # top bits of int32
 
 
 def _cannot_write(path: Path, e: BaseException) -> CusepError:
@@ -634,6 +634,37 @@ def _kernel_size(orig_sr: int, target_sr: int) -> int:
     return t * (2 * width + o)
 
 
+def _sinc_kernel(orig: int, new: int, periods: int, dtype: torch.dtype
+                 ) -> tuple[torch.Tensor, int]:
+    """torchaudio's Kaiser-windowed sinc kernels for ``periods`` rate periods of ``orig`` input
+    -> ``new`` output samples (coprime): ((new * periods, 1, taps), width), computed in float64.
+    Several periods per row give the convolution more output channels (it is 10x faster at
+    4:1 than with the one channel of a reduced ratio); each row is the kernel of one output."""
+    base = min(orig, new) * _ROLLOFF
+    width = math.ceil(_LOWPASS_WIDTH * orig / base)
+    idx = torch.arange(-width, width + orig * periods, dtype=torch.float64) / orig
+    t = torch.arange(0, -new * periods, -1, dtype=torch.float64)[:, None] / new + idx
+    t = (t * base).clamp_(-_LOWPASS_WIDTH, _LOWPASS_WIDTH)
+    window = torch.special.i0(_BETA * torch.sqrt(1 - (t / _LOWPASS_WIDTH) ** 2))
+    t *= math.pi
+    sinc = torch.where(t == 0, torch.ones_like(t), torch.sin(t) / torch.where(t == 0, 1.0, t))
+    kernel = sinc * window / torch.special.i0(torch.tensor(_BETA, dtype=torch.float64))
+    return (kernel * (base / orig)).to(dtype)[:, None], width
+
+
+def _sinc_resample(x: torch.Tensor, orig_sr: int, target_sr: int, length: int) -> torch.Tensor:
+    """``torchaudio.functional.resample`` (sinc_interp_kaiser, cusep's width, rolloff and
+    beta) to float rounding, faster: (..., n) float -> (..., length)."""
+    g = math.gcd(orig_sr, target_sr)
+    orig, new = orig_sr // g, target_sr // g
+    periods = -(-16 // new)  # at least 16 outputs per row
+    kernel, width = _sinc_kernel(orig, new, periods, x.dtype)
+    flat = x.reshape(-1, x.shape[-1])
+    padded = torch.nn.functional.pad(flat, (width, width + orig * periods))
+    y = torch.nn.functional.conv1d(padded[:, None], kernel.to(x.device), stride=orig * periods)
+    return y.transpose(1, 2).reshape(*x.shape[:-1], -1)[..., :length]
+
+
 def _fft_resample(x: torch.Tensor, orig_sr: int, target_sr: int, length: int) -> torch.Tensor:
     """Band-limited resampling by truncating / zero-padding the spectrum (any rate ratio).
 
@@ -659,7 +690,7 @@ def _fft_resample(x: torch.Tensor, orig_sr: int, target_sr: int, length: int) ->
 
 
 def resample(audio: ArrayOrTensor, orig_sr: int, target_sr: int) -> ArrayOrTensor:
-    """Resample along the last axis with a Kaiser-windowed sinc (torchaudio).
+    """Resample along the last axis with a Kaiser-windowed sinc (torchaudio's, computed faster).
 
     ``audio``: (..., samples) array or tensor (any device) -> same type and dtype,
     (..., round(samples * target_sr / orig_sr)). Identity when the rates are equal. Rates
@@ -681,10 +712,7 @@ def resample(audio: ArrayOrTensor, orig_sr: int, target_sr: int) -> ArrayOrTenso
     if n == 0 or length == 0:
         y = x.new_zeros(*x.shape[:-1], length)
     elif _kernel_size(orig_sr, target_sr) <= _MAX_KERNEL:
-        y = AF.resample(
-            x, orig_sr, target_sr, lowpass_filter_width=_LOWPASS_WIDTH, rolloff=_ROLLOFF,
-            resampling_method="sinc_interp_kaiser", beta=_BETA,
-        )[..., :length]
+        y = _sinc_resample(x, orig_sr, target_sr, length)
     else:
         y = _fft_resample(x, orig_sr, target_sr, length)
     if dtype.is_floating_point:
