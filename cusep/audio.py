@@ -634,35 +634,41 @@ def _kernel_size(orig_sr: int, target_sr: int) -> int:
     return t * (2 * width + o)
 
 
-def _sinc_kernel(orig: int, new: int, periods: int, dtype: torch.dtype
-                 ) -> tuple[torch.Tensor, int]:
-    """torchaudio's Kaiser-windowed sinc kernels for ``periods`` rate periods of ``orig`` input
-    -> ``new`` output samples (coprime): ((new * periods, 1, taps), width), computed in float64.
-    Several periods per row give the convolution more output channels (it is 10x faster at
-    4:1 than with the one channel of a reduced ratio); each row is the kernel of one output."""
-    base = min(orig, new) * _ROLLOFF
-    width = math.ceil(_LOWPASS_WIDTH * orig / base)
-    idx = torch.arange(-width, width + orig * periods, dtype=torch.float64) / orig
-    t = torch.arange(0, -new * periods, -1, dtype=torch.float64)[:, None] / new + idx
-    t = (t * base).clamp_(-_LOWPASS_WIDTH, _LOWPASS_WIDTH)
-    window = torch.special.i0(_BETA * torch.sqrt(1 - (t / _LOWPASS_WIDTH) ** 2))
-    t *= math.pi
-    sinc = torch.where(t == 0, torch.ones_like(t), torch.sin(t) / torch.where(t == 0, 1.0, t))
-    kernel = sinc * window / torch.special.i0(torch.tensor(_BETA, dtype=torch.float64))
-    return (kernel * (base / orig)).to(dtype)[:, None], width
+@dataclass(frozen=True)
+class SincKernel:
+    """torchaudio's Kaiser-windowed sinc kernels (cusep's width, rolloff and beta) for one rate
+    pair, in float64: ``weights`` (outputs per row, 1, taps), ``width`` (the taps before an
+    output's position), ``stride`` (input samples per row). Each row is the kernel of one
+    output; a row spans several rate periods, giving the convolution at least 16 output
+    channels (it is 10x faster at 4:1 than with the one channel of the reduced ratio)."""
 
+    weights: torch.Tensor
+    width: int
+    stride: int
 
-def _sinc_resample(x: torch.Tensor, orig_sr: int, target_sr: int, length: int) -> torch.Tensor:
-    """``torchaudio.functional.resample`` (sinc_interp_kaiser, cusep's width, rolloff and
-    beta) to float rounding, faster: (..., n) float -> (..., length)."""
-    g = math.gcd(orig_sr, target_sr)
-    orig, new = orig_sr // g, target_sr // g
-    periods = -(-16 // new)  # at least 16 outputs per row
-    kernel, width = _sinc_kernel(orig, new, periods, x.dtype)
-    flat = x.reshape(-1, x.shape[-1])
-    padded = torch.nn.functional.pad(flat, (width, width + orig * periods))
-    y = torch.nn.functional.conv1d(padded[:, None], kernel.to(x.device), stride=orig * periods)
-    return y.transpose(1, 2).reshape(*x.shape[:-1], -1)[..., :length]
+    @classmethod
+    def build(cls, orig_sr: int, target_sr: int) -> SincKernel:
+        g = math.gcd(orig_sr, target_sr)
+        orig, new = orig_sr // g, target_sr // g
+        periods = -(-16 // new)
+        base = min(orig, new) * _ROLLOFF
+        width = math.ceil(_LOWPASS_WIDTH * orig / base)
+        idx = torch.arange(-width, width + orig * periods, dtype=torch.float64) / orig
+        t = torch.arange(0, -new * periods, -1, dtype=torch.float64)[:, None] / new + idx
+        t = (t * base).clamp_(-_LOWPASS_WIDTH, _LOWPASS_WIDTH)
+        window = torch.special.i0(_BETA * torch.sqrt(1 - (t / _LOWPASS_WIDTH) ** 2))
+        t *= math.pi
+        sinc = torch.where(t == 0, torch.ones_like(t), torch.sin(t) / torch.where(t == 0, 1.0, t))
+        kernel = sinc * window / torch.special.i0(torch.tensor(_BETA, dtype=torch.float64))
+        return cls((kernel * (base / orig))[:, None], width, orig * periods)
+
+    def __call__(self, x: torch.Tensor, length: int) -> torch.Tensor:
+        """``torchaudio.functional.resample`` to float rounding: (..., n) float -> (..., length)."""
+        flat = x.reshape(-1, x.shape[-1])
+        padded = torch.nn.functional.pad(flat, (self.width, self.width + self.stride))
+        weights = self.weights.to(device=x.device, dtype=x.dtype)
+        y = torch.nn.functional.conv1d(padded[:, None], weights, stride=self.stride)
+        return y.transpose(1, 2).reshape(*x.shape[:-1], -1)[..., :length]
 
 
 def _fft_resample(x: torch.Tensor, orig_sr: int, target_sr: int, length: int) -> torch.Tensor:
@@ -689,12 +695,14 @@ def _fft_resample(x: torch.Tensor, orig_sr: int, target_sr: int, length: int) ->
     return torch.fft.irfft(spec, n=full, dim=-1)[..., :length] * (full / n)
 
 
-def resample(audio: ArrayOrTensor, orig_sr: int, target_sr: int) -> ArrayOrTensor:
+def resample(audio: ArrayOrTensor, orig_sr: int, target_sr: int,
+             kernel: SincKernel | None = None) -> ArrayOrTensor:
     """Resample along the last axis with a Kaiser-windowed sinc (torchaudio's, computed faster).
 
     ``audio``: (..., samples) array or tensor (any device) -> same type and dtype,
     (..., round(samples * target_sr / orig_sr)). Identity when the rates are equal. Rates
     whose ratio needs a huge polyphase filter (e.g. 44101 -> 11025) go through the FFT.
+    ``kernel``: ``SincKernel.build(orig_sr, target_sr)``, for many calls at one rate pair.
     """
     for name, sr in (("orig_sr", orig_sr), ("target_sr", target_sr)):
         if isinstance(sr, bool) or int(sr) != sr or sr <= 0:
@@ -712,7 +720,7 @@ def resample(audio: ArrayOrTensor, orig_sr: int, target_sr: int) -> ArrayOrTenso
     if n == 0 or length == 0:
         y = x.new_zeros(*x.shape[:-1], length)
     elif _kernel_size(orig_sr, target_sr) <= _MAX_KERNEL:
-        y = _sinc_resample(x, orig_sr, target_sr, length)
+        y = (kernel or SincKernel.build(orig_sr, target_sr))(x, length)
     else:
         y = _fft_resample(x, orig_sr, target_sr, length)
     if dtype.is_floating_point:
@@ -743,9 +751,10 @@ class StreamResampler:
         self.orig_sr, self.target_sr = int(orig_sr), int(target_sr)
         g = math.gcd(self.orig_sr, self.target_sr)
         self._o, self._t = self.orig_sr // g, self.target_sr // g  # one rate period
+        self._kernel = None
         if _kernel_size(self.orig_sr, self.target_sr) <= _MAX_KERNEL:  # sinc: exact context
-            base = min(self._o, self._t) * _ROLLOFF
-            reach = math.ceil(_LOWPASS_WIDTH * self._o / base) + self._o
+            self._kernel = SincKernel.build(self.orig_sr, self.target_sr)
+            reach = self._kernel.width + self._o
         else:  # FFT path: its implicit (periodic sinc) kernel decays slowly: 2 s of context
             reach = 2 * self.orig_sr
         self._ctx = -(-(reach + 1) // self._o) * self._o  # whole periods
@@ -757,7 +766,7 @@ class StreamResampler:
 
     def _take(self, x: np.ndarray, n_in: int) -> np.ndarray:
         """Resample the buffered ``x`` (context + n_in + context) -> the n_in part's output."""
-        y = resample(x, self.orig_sr, self.target_sr)
+        y = resample(x, self.orig_sr, self.target_sr, self._kernel)
         lo = self._ctx * self._t // self._o
         return y[..., lo:lo + n_in * self._t // self._o]
 
