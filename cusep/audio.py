@@ -627,11 +627,17 @@ def to_mono(audio: np.ndarray) -> np.ndarray:
     return a.mean(axis=0)
 
 
-def _kernel_size(orig_sr: int, target_sr: int) -> int:
+def _sinc_ratio(orig_sr: int, target_sr: int) -> tuple[int, int, float, int]:
+    """The reduced rate ratio and its sinc filter: (orig, new, cut-off base, width in taps)."""
     g = math.gcd(orig_sr, target_sr)
-    o, t = orig_sr // g, target_sr // g
-    width = math.ceil(_LOWPASS_WIDTH * o / (min(o, t) * _ROLLOFF))
-    return t * (2 * width + o)
+    orig, new = orig_sr // g, target_sr // g
+    base = min(orig, new) * _ROLLOFF
+    return orig, new, base, math.ceil(_LOWPASS_WIDTH * orig / base)
+
+
+def _kernel_size(orig_sr: int, target_sr: int) -> int:
+    orig, new, _, width = _sinc_ratio(orig_sr, target_sr)
+    return new * (2 * width + orig)
 
 
 @dataclass(frozen=True)
@@ -648,11 +654,8 @@ class SincKernel:
 
     @classmethod
     def build(cls, orig_sr: int, target_sr: int) -> SincKernel:
-        g = math.gcd(orig_sr, target_sr)
-        orig, new = orig_sr // g, target_sr // g
+        orig, new, base, width = _sinc_ratio(orig_sr, target_sr)
         periods = -(-16 // new)
-        base = min(orig, new) * _ROLLOFF
-        width = math.ceil(_LOWPASS_WIDTH * orig / base)
         idx = torch.arange(-width, width + orig * periods, dtype=torch.float64) / orig
         t = torch.arange(0, -new * periods, -1, dtype=torch.float64)[:, None] / new + idx
         t = (t * base).clamp_(-_LOWPASS_WIDTH, _LOWPASS_WIDTH)
